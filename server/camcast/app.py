@@ -1,0 +1,61 @@
+"""create_app(config): the aiohttp application, one cleanup_ctx per long-lived component."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+
+from aiohttp import web
+
+from camcast.appkeys import CONFIG, STREAM
+from camcast.config import Config
+from camcast.mjpeg import mjpeg_handler, snapshot_handler
+from camcast.sources import Source, make_source
+from camcast.status import healthz_handler, status_handler
+from camcast.stream import Stream, StreamSettings
+from camcast.webclient import add_client_routes
+
+log = logging.getLogger("camcast")
+
+
+def build_stream(config: Config, source_factory: Callable[[], Source] | None = None) -> Stream:
+    settings = StreamSettings(
+        name="default", width=config.width, height=config.height, fps=config.fps,
+        jpeg_quality=config.jpeg_quality,
+    )
+    if source_factory is None:
+        def source_factory() -> Source:
+            return make_source(config.source, config.width, config.height, config.fps, config.stamp)
+    return Stream(settings, source_factory)
+
+
+async def capture_ctx(app: web.Application) -> AsyncIterator[None]:
+    stream = app[STREAM]
+    await stream.start_capture()
+    yield
+    await stream.stop_capture()
+
+
+async def jpeg_encoder_ctx(app: web.Application) -> AsyncIterator[None]:
+    yield
+    await app[STREAM].jpeg_encoder.close()
+
+
+async def end_endless_responses(app: web.Application) -> None:
+    # MJPEG responses never end by themselves: closing their hub lets every handler return.
+    app[STREAM].jpeg.close()
+
+
+def create_app(config: Config, source_factory: Callable[[], Source] | None = None) -> web.Application:
+    app = web.Application(client_max_size=64 * 1024)
+    app[CONFIG] = config
+    app[STREAM] = build_stream(config, source_factory)
+    app.cleanup_ctx.append(capture_ctx)
+    app.cleanup_ctx.append(jpeg_encoder_ctx)
+    app.on_shutdown.append(end_endless_responses)
+    add_client_routes(app)
+    app.router.add_get("/video.mjpg", mjpeg_handler)
+    app.router.add_get("/snapshot.jpg", snapshot_handler)
+    app.router.add_get("/api/status", status_handler)
+    app.router.add_get("/healthz", healthz_handler)
+    return app

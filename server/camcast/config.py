@@ -1,0 +1,144 @@
+"""One frozen configuration: defaults, then CAMCAST_* environment variables, then the command line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A setting is invalid; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Config:
+    source: str = "auto"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    width: int = 640
+    height: int = 480
+    fps: float = 30.0
+    stamp: bool = False
+    jpeg_quality: int = 80
+    recordings: Path = Path("recordings")
+    ice_servers: tuple[str, ...] = ()
+    ice_addresses: tuple[str, ...] = ()
+    log_level: str = "info"
+
+    def validate(self) -> Config:
+        if not (1 <= self.width <= 7680 and 1 <= self.height <= 4320):
+            raise ConfigError(f"--size {self.width}x{self.height}: width and height must be 1..7680x4320")
+        if self.width % 2 or self.height % 2:
+            raise ConfigError(f"--size {self.width}x{self.height}: width and height must be even")
+        if not (0 < self.fps <= 240):
+            raise ConfigError(f"--fps {self.fps:g}: must be more than 0 and at most 240")
+        if not (1 <= self.jpeg_quality <= 100):
+            raise ConfigError(f"--jpeg-quality {self.jpeg_quality}: must be 1..100")
+        if not (0 <= self.port <= 65535):
+            raise ConfigError(f"--port {self.port}: must be 0..65535")
+        if self.log_level not in ("debug", "info", "warning", "error"):
+            raise ConfigError(f"--log-level {self.log_level}: must be debug, info, warning or error")
+        return self
+
+    @property
+    def size(self) -> str:
+        return f"{self.width}x{self.height}"
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    try:
+        w, h = text.lower().split("x")
+        return int(w), int(h)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT, e.g. 640x480") from None
+
+
+def _bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off", ""):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not a boolean")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        # One line that says what is wrong; no usage dump, no traceback.
+        self.exit(2, f"camcast: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = Config()
+    p = _Parser(
+        prog="camcast",
+        description="Capture a camera once and serve it to browsers over WebRTC (and WHEP) and "
+        "MJPEG, with recording. Every option can also be set as an environment variable "
+        "CAMCAST_<OPTION> (e.g. CAMCAST_PORT=9000); the command line wins.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--source", default=d.source,
+                   help="auto (camera 0 if it opens, else the test pattern), testpattern, a camera "
+                   "index, a device path (/dev/video0), a video file (looped) or a URL (rtsp://, http://)")
+    p.add_argument("--host", default=d.host,
+                   help="address to listen on (0.0.0.0 for every interface)")
+    p.add_argument("--port", type=int, default=d.port, help="TCP port (0 picks a free one)")
+    p.add_argument("--size", type=parse_size, default=(d.width, d.height), metavar="WxH",
+                   help="capture size (test pattern; requested from cameras)")
+    p.add_argument("--fps", type=float, default=d.fps, help="capture frame rate")
+    p.add_argument("--stamp", type=_bool, nargs="?", const=True, default=d.stamp,
+                   help="draw the 64-cell capture-time stamp on every frame (the test pattern always has it)")
+    p.add_argument("--jpeg-quality", type=int, default=d.jpeg_quality,
+                   help="MJPEG/snapshot JPEG quality 1..100")
+    p.add_argument("--recordings", type=Path, default=d.recordings, help="folder for recordings")
+    p.add_argument("--ice-server", dest="ice_servers", action="append", default=None, metavar="URL",
+                   help="STUN/TURN server URL, e.g. stun:stun.example.org:3478 (repeatable; none by default)")
+    p.add_argument("--ice-address", dest="ice_addresses", action="append", default=None, metavar="ADDR",
+                   help="address offered as ICE host candidate (repeatable; default: every non-loopback "
+                   "interface; 127.0.0.1 keeps WebRTC on loopback; a public/NAT address for NAT or "
+                   "containers)")
+    p.add_argument("--log-level", default=d.log_level, choices=["debug", "info", "warning", "error"])
+    return p
+
+
+def _env_defaults(parser: argparse.ArgumentParser, env: Mapping[str, str]) -> dict[str, Any]:
+    """Parse CAMCAST_* variables with the same types and checks as the command line."""
+    defaults: dict[str, Any] = {}
+    for action in parser._actions:
+        if not action.option_strings or action.dest == "help":
+            continue
+        name = "CAMCAST_" + action.option_strings[0].lstrip("-").replace("-", "_").upper()
+        if name not in env:
+            continue
+        raw = env[name]
+        try:
+            if action.nargs == 0:  # store_true style flags
+                value: Any = _bool(raw)
+            elif isinstance(action, argparse._AppendAction):
+                convert = action.type or str
+                value = [convert(item) for item in raw.split(",") if item.strip()]
+            else:
+                value = (action.type or str)(raw)
+        except (argparse.ArgumentTypeError, ValueError) as exc:
+            raise ConfigError(f"{name}={raw!r}: {exc}") from None
+        if action.choices and value not in action.choices:
+            raise ConfigError(f"{name}={raw!r}: must be one of {', '.join(map(str, action.choices))}")
+        defaults[action.dest] = value
+    return defaults
+
+
+def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Defaults ← environment ← command line, validated. Raises ConfigError (or exits 2 on bad syntax)."""
+    parser = build_parser()
+    parser.set_defaults(**_env_defaults(parser, os.environ if env is None else env))
+    ns = parser.parse_args(argv)
+    values = vars(ns)
+    width, height = values.pop("size")
+    values["width"], values["height"] = width, height
+    for name in ("ice_servers", "ice_addresses"):
+        values[name] = tuple(values[name] or ())
+    known = {f.name for f in fields(Config)}
+    return Config(**{k: v for k, v in values.items() if k in known}).validate()

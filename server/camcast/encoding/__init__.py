@@ -1,0 +1,1 @@
+"""Shared encoders: each runs once per frame, however many viewers there are."""

@@ -1,0 +1,78 @@
+"""The shared JPEG encoder: one encode per frame, the same bytes for every MJPEG client."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import cv2
+
+from camcast.encoding.lazy import LazyWorker
+from camcast.frames import Frame, JpegPart
+from camcast.hub import Hub, HubClosed
+
+BOUNDARY = "frame"
+
+
+def encode_jpeg(image, quality: int) -> bytes:
+    ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise RuntimeError("JPEG encoding failed")
+    return data.tobytes()
+
+
+def mjpeg_chunk(jpeg: bytes, captured_us: int) -> bytes:
+    """One multipart part, ending with the next boundary so browsers show it at once."""
+    head = (
+        f"Content-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n"
+        f"X-Timestamp: {captured_us / 1e6:.6f}\r\n\r\n"
+    ).encode()
+    return head + jpeg + f"\r\n--{BOUNDARY}\r\n".encode()
+
+
+class SharedJpegEncoder:
+    def __init__(self, frames: Hub[Frame], output: Hub[JpegPart], quality: int) -> None:
+        self.frames = frames
+        self.output = output
+        self.quality = quality
+        self.frames_encoded = 0
+        self.encode_seconds = 0.0
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="camcast-jpeg")
+        self._worker = LazyWorker("jpeg-encoder", output, self._run)
+
+    @property
+    def running(self) -> bool:
+        return self._worker.running
+
+    def _encode(self, frame: Frame) -> JpegPart:
+        started = time.perf_counter()
+        jpeg = encode_jpeg(frame.image, self.quality)
+        self.encode_seconds += time.perf_counter() - started
+        self.frames_encoded += 1
+        return JpegPart(jpeg, mjpeg_chunk(jpeg, frame.captured_us), frame.seq, frame.captured_us)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        with self.frames.subscribe(maxsize=1, replay_latest=True) as frames:
+            while True:
+                try:
+                    frame = await frames.get()
+                except HubClosed:
+                    return
+                part = await loop.run_in_executor(self._executor, self._encode, frame)
+                self.output.publish(part)
+
+    async def snapshot(self) -> JpegPart | None:
+        """The newest frame as JPEG: reuse the shared encode when it is current."""
+        frame = self.frames.latest
+        latest = self.output.latest
+        if frame is None:
+            return None
+        if latest is not None and latest.seq == frame.seq:
+            return latest
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._encode, frame)
+
+    async def close(self) -> None:
+        await self._worker.close()
+        self._executor.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,41 @@
+"""The items that flow through the hubs."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def now_us() -> int:
+    """Wall-clock time in microseconds since the Unix epoch (the frame-stamp clock)."""
+    return time.time_ns() // 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One decoded picture (BGR), its sequence number and its capture time."""
+
+    image: np.ndarray
+    seq: int
+    captured_us: int
+    live: bool = True  # False for the "no signal" pictures shown while the source is down
+
+    @property
+    def width(self) -> int:
+        return int(self.image.shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.image.shape[0])
+
+
+@dataclass(frozen=True, slots=True)
+class JpegPart:
+    """One JPEG, plus the MJPEG multipart chunk built from it once for every client."""
+
+    jpeg: bytes
+    chunk: bytes
+    seq: int
+    captured_us: int

@@ -1,0 +1,175 @@
+"""Run a source in its own capture thread; reopen it with backoff when it fails or goes silent.
+
+While the source is down, a ticker thread publishes "no signal" pictures at the configured
+rate, so viewers see what is going on instead of a frozen or dead stream.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from camcast.frames import Frame, now_us
+from camcast.sources.base import Source, SourceError
+from camcast.sources.nosignal import no_signal_image
+from camcast.sources.pacing import Pacer
+from camcast.stamp import write_stamp
+
+log = logging.getLogger("camcast.source")
+
+BACKOFF_SECONDS = (1.0, 2.0, 5.0, 10.0)  # then every 10 s
+
+
+class CaptureSupervisor:
+    def __init__(
+        self,
+        make: Callable[[], Source],
+        publish: Callable[[Frame], None],
+        width: int,
+        height: int,
+        fps: float,
+        watchdog_seconds: float = 2.0,
+    ) -> None:
+        self._make = make
+        self._publish = publish  # thread-safe hand-over to the frame hub
+        self._fps = fps
+        self._watchdog = watchdog_seconds
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._generation = 0
+        self._seq = 0
+        self._size = (width, height)
+        self._no_signal_reason = "starting"
+        self._threads: list[threading.Thread] = []
+        self.up = False
+        self.reconnects = 0
+        self.frames_captured = 0
+        self.last_frame_monotonic = 0.0
+        self.description = ""
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        self._stop.clear()
+        ticker = threading.Thread(target=self._tick, name="camcast-no-signal", daemon=True)
+        self._threads = [ticker]
+        ticker.start()
+        self._start_capture()
+
+    def stop(self, timeout: float = 1.0) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout)
+        self._threads = []
+
+    def _start_capture(self) -> None:
+        with self._lock:
+            self._generation += 1
+            generation = self._generation
+        thread = threading.Thread(
+            target=self._capture, args=(generation,), name=f"camcast-capture-{generation}",
+            daemon=True,  # a hung driver read must not keep the process alive
+        )
+        self._threads.append(thread)
+        thread.start()
+
+    def _current(self, generation: int) -> bool:
+        return generation == self._generation and not self._stop.is_set()
+
+    # -- state -------------------------------------------------------------------------------
+    def _set_up(self, generation: int, description: str) -> None:
+        with self._lock:
+            if not self._current(generation) or self.up:
+                return
+            self.up = True
+            self.last_frame_monotonic = time.monotonic()
+        self.description = description
+        log.info("source found: %s", description)
+
+    def _set_down(self, generation: int, reason: str) -> None:
+        with self._lock:
+            if generation != self._generation:
+                return
+            was_up = self.up
+            self.up = False
+            self._no_signal_reason = reason
+        if was_up:
+            self.reconnects += 1
+            log.warning("source lost: %s", reason)
+
+    def _next_seq(self) -> int:
+        with self._lock:
+            self._seq += 1
+            return self._seq
+
+    # -- threads -----------------------------------------------------------------------------
+    def _capture(self, generation: int) -> None:
+        failures = 0
+        while self._current(generation):
+            source = self._make()
+            try:
+                source.open()
+            except SourceError as exc:
+                self._set_down(generation, str(exc))
+                if failures == 0:
+                    log.warning("source unavailable: %s; retrying with backoff", exc)
+                delay = BACKOFF_SECONDS[min(failures, len(BACKOFF_SECONDS) - 1)]
+                failures += 1
+                source.close()
+                self._stop.wait(delay)
+                continue
+            except Exception:  # a driver bug must not kill the capture thread
+                log.exception("source open crashed")
+                source.close()
+                self._stop.wait(BACKOFF_SECONDS[min(failures, len(BACKOFF_SECONDS) - 1)])
+                failures += 1
+                continue
+            failures = 0
+            self._set_up(generation, source.description)
+            reason = "source stopped"
+            try:
+                while self._current(generation):
+                    image = source.read()
+                    captured = now_us()
+                    if image is None:
+                        reason = f"{source.description}: read failed"
+                        break
+                    if source.stamps:
+                        write_stamp(image, captured)
+                    self._size = (image.shape[1], image.shape[0])
+                    self.frames_captured += 1
+                    self.last_frame_monotonic = time.monotonic()
+                    self._publish(Frame(image, self._next_seq(), captured))
+            except Exception as exc:
+                reason = f"{source.description}: {exc}"
+                log.exception("source read crashed")
+            finally:
+                source.close()
+            if not self._current(generation):
+                return
+            self._set_down(generation, reason)
+            self._stop.wait(BACKOFF_SECONDS[0])
+            failures = 1
+
+    def _tick(self) -> None:
+        pacer = Pacer(self._fps)
+        cached: tuple[tuple[int, int], str] | None = None
+        background = None
+        while not self._stop.is_set():
+            pacer.wait()
+            if self.up and time.monotonic() - self.last_frame_monotonic > self._watchdog:
+                # A read() that hangs never returns to tell us: abandon that thread, start anew.
+                generation = self._generation
+                self._set_down(generation, f"no frame for {self._watchdog:g} s")
+                self._start_capture()
+            if self.up or self._stop.is_set():
+                continue
+            key = (self._size, self._no_signal_reason)
+            if key != cached or background is None:
+                background = no_signal_image(*self._size, self._no_signal_reason)
+                cached = key
+            image = background.copy()
+            captured = now_us()
+            write_stamp(image, captured)
+            self._publish(Frame(image, self._next_seq(), captured, live=False))

@@ -1,0 +1,70 @@
+"""A moving test pattern with a clock, the frame number and (added by the supervisor) the stamp."""
+
+from __future__ import annotations
+
+import time
+
+import cv2
+import numpy as np
+
+from camcast.sources.pacing import Pacer
+
+
+def _color_bars(width: int, height: int) -> np.ndarray:
+    # SMPTE-like bars: white, yellow, cyan, green, magenta, red, blue (BGR).
+    colors = [(235, 235, 235), (16, 235, 235), (235, 235, 16), (16, 235, 16),
+              (235, 16, 235), (16, 16, 235), (235, 16, 16)]
+    image = np.zeros((height, width, 3), np.uint8)
+    for i, color in enumerate(colors):
+        image[:, i * width // len(colors) : (i + 1) * width // len(colors)] = color
+    # A darker lower third, where the text goes.
+    image[height * 2 // 3 :] //= 4
+    return image
+
+
+class TestPattern:
+    description = "testpattern"
+    stamps = True
+
+    def __init__(self, width: int, height: int, fps: float) -> None:
+        self.width, self.height, self.fps = width, height, fps
+        self._background = _color_bars(width, height)
+        self._pacer: Pacer | None = None
+        self._count = 0
+
+    def open(self) -> None:
+        self._pacer = Pacer(self.fps)
+        self._count = 0
+
+    def read(self) -> np.ndarray | None:
+        if self._pacer is None:
+            return None
+        self._pacer.wait()
+        self._count += 1
+        return self._render(self._count)
+
+    def _render(self, count: int) -> np.ndarray:
+        w, h = self.width, self.height
+        image = self._background.copy()
+        # A bar sweeping across once every 2 s, and a ball bouncing: motion you can see at a glance.
+        phase = (count % int(self.fps * 2)) / (self.fps * 2)
+        x = int(phase * w)
+        image[h // 6 : h * 2 // 3, max(0, x - w // 64) : x + w // 64] = 255 - image[
+            h // 6 : h * 2 // 3, max(0, x - w // 64) : x + w // 64
+        ]
+        t = count / self.fps
+        bx = int((0.5 + 0.4 * np.sin(t * 1.3)) * w)
+        by = int((0.45 + 0.2 * np.cos(t * 2.1)) * h)
+        cv2.circle(image, (bx, by), max(4, h // 16), (0, 200, 255), -1, cv2.LINE_AA)
+        scale = h / 480
+        now = time.time()
+        clock = time.strftime("%H:%M:%S", time.localtime(now)) + f".{int(now * 1000) % 1000:03d}"
+        thickness = max(1, int(2 * scale))
+        cv2.putText(image, clock, (int(20 * scale), int(h * 0.80)), cv2.FONT_HERSHEY_SIMPLEX,
+                    1.4 * scale, (255, 255, 255), thickness, cv2.LINE_AA)
+        cv2.putText(image, f"frame {count}  {w}x{h}@{self.fps:g}", (int(20 * scale), int(h * 0.92)),
+                    cv2.FONT_HERSHEY_SIMPLEX, 0.8 * scale, (200, 200, 200), thickness, cv2.LINE_AA)
+        return image
+
+    def close(self) -> None:
+        self._pacer = None

@@ -1,0 +1,85 @@
+"""Everything that belongs to one camera: source, hubs, encoders, viewers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from camcast.encoding.jpeg import SharedJpegEncoder
+from camcast.fpsmeter import FpsMeter
+from camcast.frames import Frame, JpegPart
+from camcast.hub import Hub
+from camcast.sources.base import Source
+from camcast.sources.supervisor import CaptureSupervisor
+from camcast.viewers import Viewers
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    name: str
+    width: int
+    height: int
+    fps: float
+    jpeg_quality: int
+
+
+class Stream:
+    def __init__(self, settings: StreamSettings, make_source: Callable[[], Source]) -> None:
+        self.settings = settings
+        self.frames: Hub[Frame] = Hub("frames")
+        self.jpeg: Hub[JpegPart] = Hub("jpeg")
+        self.viewers = Viewers()
+        self.fps_meter = FpsMeter()
+        self.started_monotonic = time.monotonic()
+        self.jpeg_encoder = SharedJpegEncoder(self.frames, self.jpeg, settings.jpeg_quality)
+        self._make_source = make_source
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.capture: CaptureSupervisor | None = None
+
+    # The capture thread hands each frame to the loop once; the hub fans it out there.
+    def _publish_from_thread(self, frame: Frame) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(self._publish, frame)
+            except RuntimeError:  # loop closing during shutdown
+                pass
+
+    def _publish(self, frame: Frame) -> None:
+        self.fps_meter.tick()
+        self.frames.publish(frame)
+
+    async def start_capture(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        s = self.settings
+        self.capture = CaptureSupervisor(self._make_source, self._publish_from_thread,
+                                         s.width, s.height, s.fps)
+        self.capture.start()
+
+    async def stop_capture(self) -> None:
+        if self.capture is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.capture.stop)
+        self.frames.close()
+
+    @property
+    def source_up(self) -> bool:
+        return self.capture is not None and self.capture.up
+
+    @property
+    def healthy(self) -> bool:
+        """Frames from the real source flowed within the last 2 s."""
+        if self.capture is None or not self.capture.up:
+            return False
+        return time.monotonic() - self.capture.last_frame_monotonic < 2.0
+
+    @property
+    def current_size(self) -> tuple[int, int]:
+        frame = self.frames.latest
+        if frame is not None:
+            return frame.width, frame.height
+        return self.settings.width, self.settings.height
+
+    def uptime(self) -> float:
+        return time.monotonic() - self.started_monotonic
