@@ -21,7 +21,8 @@ log = logging.getLogger("camcast")
 def build_stream(config: Config, source_factory: Callable[[], Source] | None = None) -> Stream:
     settings = StreamSettings(
         name="default", width=config.width, height=config.height, fps=config.fps,
-        jpeg_quality=config.jpeg_quality,
+        jpeg_quality=config.jpeg_quality, keyframe_interval=config.keyframe_interval,
+        bitrate=config.bitrate,
     )
     if source_factory is None:
         def source_factory() -> Source:
@@ -41,17 +42,26 @@ async def jpeg_encoder_ctx(app: web.Application) -> AsyncIterator[None]:
     await app[STREAM].jpeg_encoder.close()
 
 
+async def video_encoders_ctx(app: web.Application) -> AsyncIterator[None]:
+    yield
+    for encoder in app[STREAM].video_encoders.values():
+        await encoder.close()
+
+
 async def end_endless_responses(app: web.Application) -> None:
     # MJPEG responses never end by themselves: closing their hub lets every handler return.
     app[STREAM].jpeg.close()
 
 
-def create_app(config: Config, source_factory: Callable[[], Source] | None = None) -> web.Application:
+def create_app(
+    config: Config, source_factory: Callable[[], Source] | None = None
+) -> web.Application:
     app = web.Application(client_max_size=64 * 1024)
     app[CONFIG] = config
     app[STREAM] = build_stream(config, source_factory)
     app.cleanup_ctx.append(capture_ctx)
     app.cleanup_ctx.append(jpeg_encoder_ctx)
+    app.cleanup_ctx.append(video_encoders_ctx)
     app.on_shutdown.append(end_endless_responses)
     add_client_routes(app)
     app.router.add_get("/video.mjpg", mjpeg_handler)

@@ -25,6 +25,9 @@ class Config:
     stamp: bool = False
     jpeg_quality: int = 80
     recordings: Path = Path("recordings")
+    codec: str = "auto"
+    keyframe_interval: float = 2.0
+    bitrate: int = 2_000_000
     ice_servers: tuple[str, ...] = ()
     ice_addresses: tuple[str, ...] = ()
     log_level: str = "info"
@@ -38,6 +41,12 @@ class Config:
             raise ConfigError(f"--fps {self.fps:g}: must be more than 0 and at most 240")
         if not (1 <= self.jpeg_quality <= 100):
             raise ConfigError(f"--jpeg-quality {self.jpeg_quality}: must be 1..100")
+        if self.codec not in ("auto", "h264", "vp8"):
+            raise ConfigError(f"--codec {self.codec}: must be auto, h264 or vp8")
+        if not (0.1 <= self.keyframe_interval <= 60):
+            raise ConfigError(f"--keyframe-interval {self.keyframe_interval:g}: must be 0.1..60 seconds")
+        if not (50_000 <= self.bitrate <= 50_000_000):
+            raise ConfigError(f"--bitrate {self.bitrate}: must be 50000..50000000 bits/s")
         if not (0 <= self.port <= 65535):
             raise ConfigError(f"--port {self.port}: must be 0..65535")
         if self.log_level not in ("debug", "info", "warning", "error"):
@@ -93,6 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="draw the 64-cell capture-time stamp on every frame (the test pattern always has it)")
     p.add_argument("--jpeg-quality", type=int, default=d.jpeg_quality,
                    help="MJPEG/snapshot JPEG quality 1..100")
+    p.add_argument("--codec", default=d.codec, choices=["auto", "h264", "vp8"],
+                   help="WebRTC video codec: auto (H.264 when the peer offers it, else VP8), h264 or vp8")
+    p.add_argument("--keyframe-interval", type=float, default=d.keyframe_interval, metavar="SECONDS",
+                   help="seconds between keyframes of the shared video encoder")
+    p.add_argument("--bitrate", type=int, default=d.bitrate, metavar="BITS",
+                   help="target bitrate of the shared video encoder, bits per second")
     p.add_argument("--recordings", type=Path, default=d.recordings, help="folder for recordings")
     p.add_argument("--ice-server", dest="ice_servers", action="append", default=None, metavar="URL",
                    help="STUN/TURN server URL, e.g. stun:stun.example.org:3478 (repeatable; none by default)")

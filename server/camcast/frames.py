@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -39,3 +40,21 @@ class JpegPart:
     chunk: bytes
     seq: int
     captured_us: int
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedPacket:
+    """One whole encoded video frame, shared by every WebRTC peer and the recorder.
+
+    `packet` is an av.Packet with pts (90 kHz, from the capture time) and time_base set; for
+    H.264 it is an Annex B access unit with SPS/PPS in-band before every IDR.
+    """
+
+    packet: Any  # av.Packet (kept as Any: frames.py does not import av)
+    codec: str  # "h264" or "vp8"
+    keyframe: bool
+    seq: int
+    captured_us: int
+    width: int
+    height: int
+    generation: int  # bumps when the encoder restarts (new size, error): a new GOP chain begins

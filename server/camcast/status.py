@@ -32,7 +32,8 @@ def status_of(app: web.Application) -> dict[str, object]:
         "frames_captured": capture.frames_captured if capture else 0,
         "reconnects": capture.reconnects if capture else 0,
         "viewers": stream.viewers.by_kind(),
-        "encoders": {"jpeg": stream.jpeg_encoder.running},
+        "encoders": {"jpeg": stream.jpeg_encoder.running}
+        | {codec: enc.running for codec, enc in stream.video_encoders.items()},
         "uptime": round(stream.uptime(), 1),
     }
 

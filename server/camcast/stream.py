@@ -8,8 +8,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from camcast.encoding.jpeg import SharedJpegEncoder
+from camcast.encoding.video import SharedVideoEncoder
 from camcast.fpsmeter import FpsMeter
-from camcast.frames import Frame, JpegPart
+from camcast.frames import EncodedPacket, Frame, JpegPart
 from camcast.hub import Hub
 from camcast.sources.base import Source
 from camcast.sources.supervisor import CaptureSupervisor
@@ -23,6 +24,8 @@ class StreamSettings:
     height: int
     fps: float
     jpeg_quality: int
+    keyframe_interval: float = 2.0
+    bitrate: int = 2_000_000
 
 
 class Stream:
@@ -34,6 +37,13 @@ class Stream:
         self.fps_meter = FpsMeter()
         self.started_monotonic = time.monotonic()
         self.jpeg_encoder = SharedJpegEncoder(self.frames, self.jpeg, settings.jpeg_quality)
+        # One packet hub and one lazily started shared encoder per codec.
+        self.packets: dict[str, Hub[EncodedPacket]] = {c: Hub(f"{c}-packets") for c in ("h264", "vp8")}
+        self.video_encoders = {
+            codec: SharedVideoEncoder(codec, self.frames, hub, settings.fps,
+                                      settings.keyframe_interval, settings.bitrate)
+            for codec, hub in self.packets.items()
+        }
         self._make_source = make_source
         self._loop: asyncio.AbstractEventLoop | None = None
         self.capture: CaptureSupervisor | None = None

@@ -1,0 +1,165 @@
+"""The shared video encoder: one H.264 (or VP8) encode per frame for every peer and the recorder."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from fractions import Fraction
+
+import av
+import cv2
+from av.video.frame import PictureType
+
+from camcast.encoding.lazy import LazyWorker
+from camcast.frames import EncodedPacket, Frame
+from camcast.hub import Hub, HubClosed
+
+log = logging.getLogger("camcast.encoding")
+
+VIDEO_TIME_BASE = Fraction(1, 90000)
+KEYFRAME_REQUEST_MIN_INTERVAL = 0.5  # seconds: many peers asking at once yield one keyframe
+
+
+def _open_context(codec: str, width: int, height: int, fps: float, keyframe_interval: float,
+                  bitrate: int) -> av.VideoCodecContext:
+    gop = max(1, round(fps * keyframe_interval))
+    if codec == "h264":
+        ctx = av.CodecContext.create("libx264", "w")
+        ctx.options = {
+            "preset": "ultrafast",
+            "tune": "zerolatency",
+            "profile": "baseline",  # x264's baseline is constrained baseline: what every browser decodes
+            # In-band SPS/PPS before every IDR (repeat-headers), fixed GOP, no scene-cut keyframes,
+            # no B-frames; a VBV of about one second keeps frame sizes even for low latency.
+            "x264-params": (
+                f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes=0:repeat-headers=1:annexb=1"
+                f":vbv-maxrate={bitrate // 1000}:vbv-bufsize={bitrate // 1000}"
+            ),
+        }
+    elif codec == "vp8":
+        ctx = av.CodecContext.create("libvpx", "w")
+        ctx.options = {
+            "deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0", "error-resilient": "1",
+            "auto-alt-ref": "0", "kf-max-dist": str(gop),
+        }
+    else:
+        raise ValueError(f"unknown codec {codec!r}")
+    ctx.width, ctx.height = width, height
+    ctx.pix_fmt = "yuv420p"
+    ctx.time_base = VIDEO_TIME_BASE
+    ctx.framerate = Fraction(round(fps * 1000), 1000)
+    ctx.gop_size = gop
+    ctx.max_b_frames = 0
+    ctx.bit_rate = bitrate
+    ctx.open()
+    return ctx
+
+
+class SharedVideoEncoder:
+    """Encodes the frame hub into a packet hub while anyone subscribes to the packets."""
+
+    def __init__(self, codec: str, frames: Hub[Frame], output: Hub[EncodedPacket], fps: float,
+                 keyframe_interval: float = 2.0, bitrate: int = 2_000_000) -> None:
+        self.codec = codec
+        self.frames = frames
+        self.output = output
+        self.fps = fps
+        self.keyframe_interval = keyframe_interval
+        self.bitrate = bitrate
+        self.frames_encoded = 0
+        self.keyframes = 0
+        self.encode_seconds = 0.0
+        self.errors = 0
+        self.restarts = 0
+        self._ctx: av.VideoCodecContext | None = None
+        self._generation = 0
+        self._first_us: int | None = None
+        self._last_pts = -1
+        self._force_keyframe = False
+        self._last_forced = 0.0
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"camcast-{codec}")
+        self._worker = LazyWorker(f"{codec}-encoder", output, self._run)
+
+    @property
+    def running(self) -> bool:
+        return self._worker.running
+
+    def force_keyframe(self) -> bool:
+        """Ask for an IDR on the next frame (new peer, PLI/FIR, recording start); rate-limited.
+
+        Returns True when the request was taken, False when a keyframe was forced very recently
+        (that keyframe serves this request too).
+        """
+        now = time.monotonic()
+        if now - self._last_forced < KEYFRAME_REQUEST_MIN_INTERVAL:
+            return False
+        self._last_forced = now
+        self._force_keyframe = True
+        return True
+
+    # -- encoder thread ---------------------------------------------------------------------
+    def _encode(self, frame: Frame) -> list[EncodedPacket]:
+        started = time.perf_counter()
+        ctx = self._ctx
+        if ctx is None or ctx.width != frame.width or ctx.height != frame.height:
+            if ctx is not None:
+                log.info("%s encoder: size changed to %dx%d, restarting", self.codec, frame.width,
+                         frame.height)
+            ctx = self._restart(frame)
+        yuv = cv2.cvtColor(frame.image, cv2.COLOR_BGR2YUV_I420)
+        picture = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+        if self._first_us is None:
+            self._first_us = frame.captured_us
+        # pts from the capture clock: no drift, and strictly increasing even if the clock steps.
+        pts = max(self._last_pts + 1, (frame.captured_us - self._first_us) * 9 // 100)
+        self._last_pts = pts
+        picture.pts = pts
+        picture.time_base = VIDEO_TIME_BASE
+        if self._force_keyframe:
+            self._force_keyframe = False
+            picture.pict_type = PictureType.I
+        try:
+            packets = ctx.encode(picture)
+        except av.FFmpegError as exc:
+            self.errors += 1
+            if self.errors == 1 or self.errors % 100 == 0:
+                log.error("%s encoder error (%d so far), restarting: %s", self.codec, self.errors, exc)
+            self._ctx = None
+            return []
+        out = []
+        for packet in packets:
+            packet.time_base = VIDEO_TIME_BASE
+            if packet.is_keyframe:
+                self.keyframes += 1
+            out.append(EncodedPacket(packet, self.codec, packet.is_keyframe, frame.seq,
+                                     frame.captured_us, frame.width, frame.height, self._generation))
+        self.frames_encoded += 1
+        self.encode_seconds += time.perf_counter() - started
+        return out
+
+    def _restart(self, frame: Frame) -> av.VideoCodecContext:
+        self._generation += 1
+        self.restarts += 1
+        self._ctx = _open_context(self.codec, frame.width, frame.height, self.fps,
+                                  self.keyframe_interval, self.bitrate)
+        return self._ctx
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        # Each run starts a new chain on a keyframe (a fresh context begins with an IDR).
+        self._ctx = None
+        with self.frames.subscribe(maxsize=1, replay_latest=True) as frames:
+            while True:
+                try:
+                    frame = await frames.get()
+                except HubClosed:
+                    return
+                for packet in await loop.run_in_executor(self._executor, self._encode, frame):
+                    self.output.publish(packet)
+
+    async def close(self) -> None:
+        await self._worker.close()
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        self._ctx = None
