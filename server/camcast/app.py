@@ -7,8 +7,9 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
-from camcast.appkeys import CONFIG, STREAM
+from camcast.appkeys import CONFIG, CONTROL, STREAM
 from camcast.config import Config
+from camcast.control import ControlBus
 from camcast.mjpeg import mjpeg_handler, snapshot_handler
 from camcast.sources import Source, make_source
 from camcast.status import healthz_handler, status_handler
@@ -59,6 +60,7 @@ def create_app(
     app = web.Application(client_max_size=64 * 1024)
     app[CONFIG] = config
     app[STREAM] = build_stream(config, source_factory)
+    app[CONTROL] = ControlBus()
     app.cleanup_ctx.append(capture_ctx)
     app.cleanup_ctx.append(jpeg_encoder_ctx)
     app.cleanup_ctx.append(video_encoders_ctx)
