@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,11 @@ class Config:
     ice_servers: tuple[str, ...] = ()
     ice_addresses: tuple[str, ...] = ()
     log_level: str = "info"
+    log_format: str = "text"
+    token: str = field(default="", repr=False)  # never printed with the config
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    cors_origins: tuple[str, ...] = ("*",)
 
     def validate(self) -> Config:
         if not (1 <= self.width <= 7680 and 1 <= self.height <= 4320):
@@ -51,11 +57,26 @@ class Config:
             raise ConfigError(f"--port {self.port}: must be 0..65535")
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise ConfigError(f"--log-level {self.log_level}: must be debug, info, warning or error")
+        if self.log_format not in ("text", "json"):
+            raise ConfigError(f"--log-format {self.log_format}: must be text or json")
+        if self.token and not _TOKEN_RE.fullmatch(self.token):
+            # It travels in an Authorization header and a query string: printable ASCII, no spaces.
+            raise ConfigError("--token: use printable ASCII without spaces, e.g. `openssl rand -hex 16`")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("--tls-cert and --tls-key go together: give both or neither")
+        for origin in self.cors_origins:
+            if origin != "*" and not _ORIGIN_RE.fullmatch(origin):
+                raise ConfigError(f"--cors-origin {origin}: must be * or scheme://host[:port], e.g. "
+                                  "https://example.org")
         return self
 
     @property
     def size(self) -> str:
         return f"{self.width}x{self.height}"
+
+
+_TOKEN_RE = re.compile(r"[\x21-\x7e]+")
+_ORIGIN_RE = re.compile(r"https?://[^/\s?#]+")
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -116,6 +137,20 @@ def build_parser() -> argparse.ArgumentParser:
                    "interface; 127.0.0.1 keeps WebRTC on loopback; a public/NAT address for NAT or "
                    "containers)")
     p.add_argument("--log-level", default=d.log_level, choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-format", default=d.log_format, choices=["text", "json"],
+                   help="text lines, or one JSON object per line for log collectors")
+    p.add_argument("--token", default=d.token,
+                   help="access token: every route but /healthz and the player page needs it, as "
+                   "'Authorization: Bearer TOKEN' or ?token=TOKEN (prefer CAMCAST_TOKEN: the command "
+                   "line is visible to other users of the machine)")
+    p.add_argument("--tls-cert", type=Path, default=d.tls_cert, metavar="PEM",
+                   help="serve HTTPS with this certificate chain (needs --tls-key)")
+    p.add_argument("--tls-key", type=Path, default=d.tls_key, metavar="PEM",
+                   help="private key of --tls-cert")
+    p.add_argument("--cors-origin", dest="cors_origins", action="append", default=None,
+                   metavar="ORIGIN",
+                   help="origin allowed to call the WHEP and /api/ routes from another site "
+                   "(repeatable; default: * , any origin, without cookies or credentials)")
     return p
 
 
@@ -155,5 +190,6 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
     values["width"], values["height"] = width, height
     for name in ("ice_servers", "ice_addresses"):
         values[name] = tuple(values[name] or ())
+    values["cors_origins"] = tuple(values["cors_origins"] or Config.cors_origins)
     known = {f.name for f in fields(Config)}
     return Config(**{k: v for k, v in values.items() if k in known}).validate()
