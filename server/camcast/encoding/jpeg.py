@@ -10,6 +10,7 @@ import cv2
 
 from camcast.encoding.lazy import LazyWorker
 from camcast.frames import Frame, JpegPart
+from camcast.histogram import ENCODE_SECONDS_BUCKETS, Histogram
 from camcast.hub import Hub, HubClosed
 
 BOUNDARY = "frame"
@@ -38,6 +39,7 @@ class SharedJpegEncoder:
         self.quality = quality
         self.frames_encoded = 0
         self.encode_seconds = 0.0
+        self.encode_time = Histogram(ENCODE_SECONDS_BUCKETS)  # per-frame seconds, for /metrics
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="camcast-jpeg")
         self._worker = LazyWorker("jpeg-encoder", output, self._run)
 
@@ -48,7 +50,9 @@ class SharedJpegEncoder:
     def _encode(self, frame: Frame) -> JpegPart:
         started = time.perf_counter()
         jpeg = encode_jpeg(frame.image, self.quality)
-        self.encode_seconds += time.perf_counter() - started
+        elapsed = time.perf_counter() - started
+        self.encode_seconds += elapsed
+        self.encode_time.observe(elapsed)
         self.frames_encoded += 1
         return JpegPart(jpeg, mjpeg_chunk(jpeg, frame.captured_us), frame.seq, frame.captured_us)
 

@@ -14,6 +14,7 @@ from av.video.frame import PictureType
 
 from camcast.encoding.lazy import LazyWorker
 from camcast.frames import EncodedPacket, Frame
+from camcast.histogram import ENCODE_SECONDS_BUCKETS, Histogram
 from camcast.hub import Hub, HubClosed
 
 log = logging.getLogger("camcast.encoding")
@@ -71,6 +72,7 @@ class SharedVideoEncoder:
         self.frames_encoded = 0
         self.keyframes = 0
         self.encode_seconds = 0.0
+        self.encode_time = Histogram(ENCODE_SECONDS_BUCKETS)  # per-frame seconds, for /metrics
         self.errors = 0
         self.restarts = 0
         self._ctx: av.VideoCodecContext | None = None
@@ -136,7 +138,9 @@ class SharedVideoEncoder:
             out.append(EncodedPacket(packet, self.codec, packet.is_keyframe, frame.seq,
                                      frame.captured_us, frame.width, frame.height, self._generation))
         self.frames_encoded += 1
-        self.encode_seconds += time.perf_counter() - started
+        elapsed = time.perf_counter() - started
+        self.encode_seconds += elapsed
+        self.encode_time.observe(elapsed)
         return out
 
     def _restart(self, frame: Frame) -> av.VideoCodecContext:
