@@ -45,6 +45,7 @@ async def mjpeg_handler(request: web.Request) -> web.StreamResponse:
                     # Schedule from the due time, with slack for capture jitter, so ?fps=N gives N.
                     next_due = max(next_due + min_interval, now + min_interval * 0.5)
                 await response.write(part.chunk)
+                stream.viewers.sent("mjpeg", len(part.chunk))
         except ConnectionError:
             pass  # the client went away
     return response

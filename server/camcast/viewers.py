@@ -14,6 +14,7 @@ class Viewers:
     def __init__(self) -> None:
         self.current: Counter[str] = Counter()
         self.total: Counter[str] = Counter()
+        self.bytes_sent: Counter[str] = Counter()
 
     @contextmanager
     def watching(self, kind: str, who: str) -> Iterator[None]:
@@ -26,11 +27,17 @@ class Viewers:
     def join(self, kind: str, who: str) -> None:
         self.current[kind] += 1
         self.total[kind] += 1
-        log.info("%s viewer connected: %s (%d watching)", kind, who, self.current[kind])
+        log.info("%s viewer connected: %s (%d watching)", kind, who, self.current[kind],
+                 extra={"event": "viewer_joined", "kind": kind, "viewer": who})
 
     def leave(self, kind: str, who: str) -> None:
         self.current[kind] -= 1
-        log.info("%s viewer disconnected: %s (%d watching)", kind, who, self.current[kind])
+        log.info("%s viewer disconnected: %s (%d watching)", kind, who, self.current[kind],
+                 extra={"event": "viewer_left", "kind": kind, "viewer": who})
+
+    def sent(self, kind: str, nbytes: int) -> None:
+        """Count bytes written to viewers of `kind` (for /metrics)."""
+        self.bytes_sent[kind] += nbytes
 
     def by_kind(self) -> dict[str, int]:
         return {kind: self.current.get(kind, 0) for kind in ("webrtc", "mjpeg")} | {

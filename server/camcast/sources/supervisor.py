@@ -85,7 +85,7 @@ class CaptureSupervisor:
             self.up = True
             self.last_frame_monotonic = time.monotonic()
         self.description = description
-        log.info("source found: %s", description)
+        log.info("source found: %s", description, extra={"event": "source_found", "source": description})
 
     def _set_down(self, generation: int, reason: str) -> None:
         with self._lock:
@@ -96,7 +96,7 @@ class CaptureSupervisor:
             self._no_signal_reason = reason
         if was_up:
             self.reconnects += 1
-            log.warning("source lost: %s", reason)
+            log.warning("source lost: %s", reason, extra={"event": "source_lost", "reason": reason})
 
     def _next_seq(self) -> int:
         with self._lock:
