@@ -3,16 +3,53 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 
 class ConfigError(ValueError):
     """A setting is invalid; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class IceServer:
+    """One --ice-server: the URL without credentials, plus the TURN username and password."""
+
+    url: str
+    username: str | None = None
+    credential: str | None = None
+
+
+# stun:HOST[:PORT], turn[s]:[USER:PASS@]HOST[:PORT][?transport=udp|tcp] (RFC 7064/7065, plus credentials).
+_ICE_URL = re.compile(
+    r"(?P<scheme>stun|turns?):(?:(?P<user>[^:@]+):(?P<password>[^@]*)@)?"
+    r"(?P<host>[A-Za-z0-9.-]+)(?::(?P<port>\d{1,5}))?(?P<query>\?transport=(?:udp|tcp))?"
+)
+
+
+def parse_ice_server(text: str) -> IceServer:
+    """Parse a stun:/turn:/turns: URL; user and password (percent-encoded) may sit before the host."""
+    m = _ICE_URL.fullmatch(text.strip())
+    if m is None:
+        raise ConfigError(f"--ice-server {text}: expected stun:HOST[:PORT] or "
+                          "turn:USER:PASSWORD@HOST[:PORT][?transport=udp|tcp]")
+    scheme, host, port = m["scheme"], m["host"], m["port"]
+    if port is not None and not 1 <= int(port) <= 65535:
+        raise ConfigError(f"--ice-server {text}: port must be 1..65535")
+    if scheme == "stun" and (m["user"] or m["query"]):
+        raise ConfigError(f"--ice-server {text}: a stun: URL takes no credentials or transport")
+    if scheme != "stun" and not m["user"]:
+        raise ConfigError(f"--ice-server {text}: a TURN server needs USER:PASSWORD@ before the host")
+    url = f"{scheme}:{host}" + (f":{port}" if port else "") + (m["query"] or "")
+    if scheme == "stun":
+        return IceServer(url)
+    return IceServer(url, unquote(m["user"]), unquote(m["password"]))
 
 
 @dataclass(frozen=True)
@@ -31,6 +68,8 @@ class Config:
     bitrate: int = 2_000_000
     ice_servers: tuple[str, ...] = ()
     ice_addresses: tuple[str, ...] = ()
+    max_peers: int = 64
+    peer_timeout: float = 10.0
     log_level: str = "info"
     log_format: str = "text"
     token: str = field(default="", repr=False)  # never printed with the config
@@ -53,6 +92,17 @@ class Config:
             raise ConfigError(f"--keyframe-interval {self.keyframe_interval:g}: must be 0.1..60 seconds")
         if not (50_000 <= self.bitrate <= 50_000_000):
             raise ConfigError(f"--bitrate {self.bitrate}: must be 50000..50000000 bits/s")
+        for url in self.ice_servers:
+            parse_ice_server(url)
+        for address in self.ice_addresses:
+            try:
+                ipaddress.ip_address(address)
+            except ValueError:
+                raise ConfigError(f"--ice-address {address}: must be an IP address of this machine") from None
+        if not (1 <= self.max_peers <= 10_000):
+            raise ConfigError(f"--max-peers {self.max_peers}: must be 1..10000")
+        if not (1 <= self.peer_timeout <= 600):
+            raise ConfigError(f"--peer-timeout {self.peer_timeout:g}: must be 1..600 seconds")
         if not (0 <= self.port <= 65535):
             raise ConfigError(f"--port {self.port}: must be 0..65535")
         if self.log_level not in ("debug", "info", "warning", "error"):
@@ -131,11 +181,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="target bitrate of the shared video encoder, bits per second")
     p.add_argument("--recordings", type=Path, default=d.recordings, help="folder for recordings")
     p.add_argument("--ice-server", dest="ice_servers", action="append", default=None, metavar="URL",
-                   help="STUN/TURN server URL, e.g. stun:stun.example.org:3478 (repeatable; none by default)")
+                   help="STUN/TURN server URL (repeatable; none by default): stun:HOST[:PORT] or "
+                   "turn:USER:PASSWORD@HOST[:PORT][?transport=udp|tcp] (percent-encode special characters)")
     p.add_argument("--ice-address", dest="ice_addresses", action="append", default=None, metavar="ADDR",
                    help="address offered as ICE host candidate (repeatable; default: every non-loopback "
                    "interface; 127.0.0.1 keeps WebRTC on loopback; a public/NAT address for NAT or "
                    "containers)")
+    p.add_argument("--max-peers", type=int, default=d.max_peers, metavar="N",
+                   help="most WebRTC sessions at once (/offer and WHEP); more get 503")
+    p.add_argument("--peer-timeout", type=float, default=d.peer_timeout, metavar="SECONDS",
+                   help="drop a WebRTC peer whose receiver reports stop for this long")
     p.add_argument("--log-level", default=d.log_level, choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-format", default=d.log_format, choices=["text", "json"],
                    help="text lines, or one JSON object per line for log collectors")
