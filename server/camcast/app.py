@@ -8,8 +8,11 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 
 from camcast.appkeys import CONFIG, CONTROL, STREAM
+from camcast.auth import add_token_guard
 from camcast.config import Config
 from camcast.control import ControlBus
+from camcast.cors import add_cors
+from camcast.metrics import add_metrics
 from camcast.mjpeg import mjpeg_handler, snapshot_handler
 from camcast.sources import Source, make_source
 from camcast.status import healthz_handler, status_handler
@@ -61,6 +64,9 @@ def create_app(
     app[CONFIG] = config
     app[STREAM] = build_stream(config, source_factory)
     app[CONTROL] = ControlBus()
+    # Order matters: CORS answers preflights (which carry no token) before the token check.
+    add_cors(app, config.cors_origins)
+    add_token_guard(app, config.token)
     app.cleanup_ctx.append(capture_ctx)
     app.cleanup_ctx.append(jpeg_encoder_ctx)
     app.cleanup_ctx.append(video_encoders_ctx)
@@ -70,4 +76,5 @@ def create_app(
     app.router.add_get("/snapshot.jpg", snapshot_handler)
     app.router.add_get("/api/status", status_handler)
     app.router.add_get("/healthz", healthz_handler)
+    add_metrics(app)
     return app
