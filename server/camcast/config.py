@@ -191,7 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="most WebRTC sessions at once (/offer and WHEP); more get 503")
     p.add_argument("--peer-timeout", type=float, default=d.peer_timeout, metavar="SECONDS",
                    help="drop a WebRTC peer whose receiver reports stop for this long")
-    p.add_argument("--log-level", default=d.log_level, choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-level", default=d.log_level, choices=["debug", "info", "warning", "error"],
+                   help="how much the log (on stderr) says")
     p.add_argument("--log-format", default=d.log_format, choices=["text", "json"],
                    help="text lines, or one JSON object per line for log collectors")
     p.add_argument("--token", default=d.token,
@@ -238,9 +239,15 @@ def _env_defaults(parser: argparse.ArgumentParser, env: Mapping[str, str]) -> di
 def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
     """Defaults ← environment ← command line, validated. Raises ConfigError (or exits 2 on bad syntax)."""
     parser = build_parser()
-    parser.set_defaults(**_env_defaults(parser, os.environ if env is None else env))
+    from_env = _env_defaults(parser, os.environ if env is None else env)
+    # A repeatable option given on the command line replaces the environment's list, never extends it.
+    repeatable = {a.dest for a in parser._actions if isinstance(a, argparse._AppendAction)}
+    parser.set_defaults(**{k: v for k, v in from_env.items() if k not in repeatable})
     ns = parser.parse_args(argv)
     values = vars(ns)
+    for name in repeatable:
+        if values[name] is None:
+            values[name] = from_env.get(name)
     width, height = values.pop("size")
     values["width"], values["height"] = width, height
     for name in ("ice_servers", "ice_addresses"):
