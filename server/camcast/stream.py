@@ -82,6 +82,9 @@ class Stream:
         """Frames from the real source flowed within the last 2 s."""
         if self.capture is None or not self.capture.up:
             return False
+        latest = self.frames.latest
+        if latest is None or not latest.live:
+            return False  # the source opened, but none of its frames has reached the hub yet
         return time.monotonic() - self.capture.last_frame_monotonic < 2.0
 
     @property
