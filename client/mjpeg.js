@@ -1,0 +1,35 @@
+// The MJPEG fallback: the page's <img id="mjpeg"> pointed at /video.mjpg (with ?token= if needed).
+
+export class MjpegView {
+  constructor(img, api, { onError = () => {} } = {}) {
+    this.img = img;
+    this.api = api;
+    this.active = false;
+    this.loads = 0;
+    img.addEventListener("error", () => {
+      if (this.active) onError();
+    });
+    // A new token must reach the <img> URL too.
+    api.onTokenChange(() => {
+      if (this.active) this.restart();
+    });
+  }
+
+  start() {
+    this.active = true;
+    this.loads += 1;
+    // A fresh URL each time: re-setting the same src would not open a new connection.
+    this.img.src = this.api.url("/video.mjpg", this.loads > 1 ? { n: this.loads } : {});
+  }
+
+  restart() {
+    this.img.removeAttribute("src");
+    this.start();
+  }
+
+  stop() {
+    this.active = false;
+    // Dropping src closes the endless HTTP response, so the server stops sending.
+    this.img.removeAttribute("src");
+  }
+}

@@ -1,0 +1,180 @@
+// One WebRTC receive session: offer/answer over POST /offer, a recvonly video transceiver and the
+// "control" data channel. It reports a lost connection; retrying is the player's decision.
+
+import { HttpError } from "/client/api.js";
+
+const GATHER_TIMEOUT_MS = 1000;
+const DISCONNECT_GRACE_MS = 2000;
+
+export function webrtcSupported() {
+  return typeof RTCPeerConnection === "function";
+}
+
+// H.264 first (constrained baseline, packetization-mode 1 first), then VP8, then the rest.
+function codecRank(codec) {
+  const mime = codec.mimeType.toLowerCase();
+  const fmtp = (codec.sdpFmtpLine || "").toLowerCase();
+  if (mime === "video/h264") {
+    return (fmtp.includes("packetization-mode=1") ? 0 : 2) + (fmtp.includes("profile-level-id=42e0") ? 0 : 1);
+  }
+  if (mime === "video/vp8") return 10;
+  if (/\/(rtx|red|ulpfec|flexfec-03)$/.test(mime)) return 20;
+  return 30;
+}
+
+function preferCodecs(transceiver) {
+  if (typeof transceiver.setCodecPreferences !== "function") return;
+  const caps = typeof RTCRtpReceiver.getCapabilities === "function" && RTCRtpReceiver.getCapabilities("video");
+  if (!caps || !caps.codecs || !caps.codecs.length) return;
+  const codecs = [...caps.codecs].sort((a, b) => codecRank(a) - codecRank(b));
+  try {
+    transceiver.setCodecPreferences(codecs);
+  } catch (error) {
+    console.warn("camcast: codec preferences not applied", error);
+  }
+}
+
+// Ask for the smallest playout delay the browser allows.
+function lowLatencyReceiver(receiver) {
+  try {
+    if ("jitterBufferTarget" in receiver) receiver.jitterBufferTarget = 0;
+  } catch {
+    // older browsers: property missing or read-only
+  }
+  try {
+    receiver.playoutDelayHint = 0;
+  } catch {
+    // non-standard; absent in most browsers
+  }
+}
+
+function gatheringComplete(pc, timeoutMs) {
+  return new Promise((resolve) => {
+    if (pc.iceGatheringState === "complete") {
+      resolve();
+      return;
+    }
+    const done = () => {
+      clearTimeout(timer);
+      pc.removeEventListener("icegatheringstatechange", check);
+      resolve();
+    };
+    const check = () => {
+      if (pc.iceGatheringState === "complete") done();
+    };
+    const timer = setTimeout(done, timeoutMs);
+    pc.addEventListener("icegatheringstatechange", check);
+  });
+}
+
+export class WebRtcSession {
+  // onLost(reason) is called at most once, when an established session drops.
+  constructor({ api, iceServers = [], onLost = () => {} }) {
+    this.api = api;
+    this.iceServers = iceServers;
+    this.onLost = onLost;
+    this.pc = null;
+    this.channel = null;
+    this.stream = null;
+    this.closed = false;
+    this.lostReported = false;
+    this.disconnectTimer = null;
+  }
+
+  // Resolves with the remote MediaStream once the answer is applied and the track has arrived.
+  async connect() {
+    const pc = new RTCPeerConnection({ iceServers: this.iceServers });
+    this.pc = pc;
+    const transceiver = pc.addTransceiver("video", { direction: "recvonly" });
+    preferCodecs(transceiver);
+    lowLatencyReceiver(transceiver.receiver);
+    // The channel must exist before the offer so the offer carries an SCTP section.
+    this.channel = pc.createDataChannel("control", { ordered: true });
+    pc.addEventListener("connectionstatechange", () => this.onConnectionState());
+
+    const trackArrived = new Promise((resolve) => {
+      pc.addEventListener("track", (event) => {
+        lowLatencyReceiver(event.receiver);
+        this.stream = event.streams && event.streams[0] ? event.streams[0] : new MediaStream([event.track]);
+        resolve(this.stream);
+      });
+    });
+
+    await pc.setLocalDescription(await pc.createOffer());
+    await gatheringComplete(pc, GATHER_TIMEOUT_MS);
+    if (this.closed) throw new Error("closed");
+    const offer = pc.localDescription;
+    const response = await this.api.fetch("/offer", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ sdp: offer.sdp, type: offer.type }),
+    });
+    if (!response.ok) throw new HttpError(response.status, `offer rejected: ${response.status}`);
+    const answer = await response.json();
+    if (this.closed) throw new Error("closed");
+    if (!answer || typeof answer.sdp !== "string" || answer.type !== "answer") throw new Error("bad answer");
+    await pc.setRemoteDescription({ sdp: answer.sdp, type: answer.type });
+    return trackArrived;
+  }
+
+  onConnectionState() {
+    if (!this.pc || this.closed) return;
+    const state = this.pc.connectionState;
+    if (state === "connected") {
+      clearTimeout(this.disconnectTimer);
+      this.disconnectTimer = null;
+    } else if (state === "failed" || state === "closed") {
+      this.reportLost(`connection ${state}`);
+    } else if (state === "disconnected" && !this.disconnectTimer) {
+      // A short disconnect often heals by itself (ICE consent); only a lasting one counts.
+      this.disconnectTimer = setTimeout(() => {
+        this.disconnectTimer = null;
+        if (this.pc && this.pc.connectionState !== "connected") this.reportLost("connection lost");
+      }, DISCONNECT_GRACE_MS);
+    }
+  }
+
+  reportLost(reason) {
+    if (this.lostReported || this.closed) return;
+    this.lostReported = true;
+    this.onLost(reason);
+  }
+
+  // Codec, decoded frames, resolution and timings of the video, from getStats().
+  async readStats() {
+    if (!this.pc || this.closed) return null;
+    const report = await this.pc.getStats();
+    let inbound = null;
+    let pair = null;
+    report.forEach((entry) => {
+      if (entry.type === "inbound-rtp" && (entry.kind === "video" || entry.mediaType === "video")) inbound = entry;
+      if (entry.type === "candidate-pair" && entry.nominated && entry.state === "succeeded") pair = entry;
+    });
+    if (!inbound) return null;
+    const codec = inbound.codecId ? report.get(inbound.codecId) : null;
+    const emitted = inbound.jitterBufferEmittedCount || 0;
+    return {
+      codec: codec ? codec.mimeType : null,
+      framesDecoded: inbound.framesDecoded || 0,
+      framesDropped: inbound.framesDropped || 0,
+      packetsLost: inbound.packetsLost || 0,
+      width: inbound.frameWidth || 0,
+      height: inbound.frameHeight || 0,
+      jitterBufferMs: emitted ? (inbound.jitterBufferDelay / emitted) * 1000 : null,
+      rttMs: pair && pair.currentRoundTripTime != null ? pair.currentRoundTripTime * 1000 : null,
+    };
+  }
+
+  close() {
+    if (this.closed) return;
+    this.closed = true;
+    clearTimeout(this.disconnectTimer);
+    try {
+      if (this.channel) this.channel.close();
+    } catch {
+      // already closed
+    }
+    if (this.stream) for (const track of this.stream.getTracks()) track.stop();
+    if (this.pc) this.pc.close();
+  }
+}
