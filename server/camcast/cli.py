@@ -7,13 +7,16 @@ import dataclasses
 import logging
 import signal
 import socket
+import ssl
 import sys
 from collections.abc import Sequence
 
 from aiohttp import web
 
 from camcast.app import create_app
+from camcast.auth import exposure_warning
 from camcast.config import Config, ConfigError, load_config
+from camcast.logsetup import setup_logging
 from camcast.sources import SourceError, open_source_spec, resolve_source
 
 log = logging.getLogger("camcast")
@@ -21,14 +24,6 @@ log = logging.getLogger("camcast")
 
 class StartupError(Exception):
     """Something the user can fix stops the server from starting; the message says what."""
-
-
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(), stream=sys.stderr,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-    )
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -48,25 +43,47 @@ def _check_source(config: Config) -> Config:
     return dataclasses.replace(config, source=spec)
 
 
-def _url(config: Config, sock: socket.socket) -> str:
+def _refuse_password() -> bytes:
+    raise StartupError("--tls-key is encrypted: give an unencrypted key (file mode 600)")
+
+
+def _tls_context(config: Config) -> ssl.SSLContext | None:
+    """The HTTPS context for --tls-cert/--tls-key (None without them); unusable files stop startup."""
+    if config.tls_cert is None or config.tls_key is None:
+        return None
+    for flag, path in (("--tls-cert", config.tls_cert), ("--tls-key", config.tls_key)):
+        try:
+            path.read_bytes()
+        except OSError as exc:
+            raise StartupError(f"{flag} {path}: {exc.strerror or exc}") from None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(config.tls_cert, config.tls_key, password=_refuse_password)
+    except ssl.SSLError as exc:
+        raise StartupError(f"--tls-cert {config.tls_cert} / --tls-key {config.tls_key}: not a PEM "
+                           f"certificate chain and its matching key ({exc.reason or exc})") from None
+    return context
+
+
+def _url(config: Config, sock: socket.socket, tls: bool = False) -> str:
     port = sock.getsockname()[1]
     host = config.host
     if host in ("0.0.0.0", "::", ""):
         host = "127.0.0.1"
     if ":" in host:
         host = f"[{host}]"
-    return f"http://{host}:{port}/"
+    return f"{'https' if tls else 'http'}://{host}:{port}/"
 
 
-async def serve(config: Config, sock: socket.socket) -> None:
+async def serve(config: Config, sock: socket.socket, tls: ssl.SSLContext | None = None) -> None:
     app = create_app(config)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     # A short shutdown timeout: endless MJPEG responses are ended on shutdown anyway.
-    site = web.SockSite(runner, sock, shutdown_timeout=1.0)
+    site = web.SockSite(runner, sock, shutdown_timeout=1.0, ssl_context=tls)
     await site.start()
-    print(f"camcast: serving {config.source} {config.size}@{config.fps:g} at {_url(config, sock)}",
-          flush=True)
+    url = _url(config, sock, tls is not None)
+    print(f"camcast: serving {config.source} {config.size}@{config.fps:g} at {url}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -81,14 +98,18 @@ async def serve(config: Config, sock: socket.socket) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load_config(argv)
-        _setup_logging(config.log_level)
+        setup_logging(config.log_level, config.log_format)
+        tls = _tls_context(config)
         config = _check_source(config)
         sock = _listen(config.host, config.port)
     except (ConfigError, StartupError) as exc:
         print(f"camcast: error: {exc}", file=sys.stderr)
         return 2
     try:
-        asyncio.run(serve(config, sock))
+        warning = exposure_warning(sock.getsockname()[0], config.token)
+        if warning:
+            log.warning(warning)
+        asyncio.run(serve(config, sock, tls))
     except KeyboardInterrupt:
         pass
     return 0
