@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
+import os
 import signal
 import socket
 import ssl
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from aiohttp import web
 
@@ -34,10 +36,26 @@ def _listen(host: str, port: int) -> socket.socket:
         raise StartupError(f"cannot listen on {host}:{port}: {reason}") from None
 
 
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """OpenCV and FFmpeg print their own lines on fd 2 while a source is probed; the startup error
+    is one line that says what is wrong (the capture thread opens the source again, with its log)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _check_source(config: Config) -> Config:
     spec = resolve_source(config.source)
     try:
-        open_source_spec(spec, config.width, config.height, config.fps, config.stamp)
+        with _native_stderr_silenced():
+            open_source_spec(spec, config.width, config.height, config.fps, config.stamp)
     except SourceError as exc:
         raise StartupError(f"--source {config.source}: {exc}") from None
     return dataclasses.replace(config, source=spec)
