@@ -88,6 +88,11 @@ class SharedVideoEncoder:
     def running(self) -> bool:
         return self._worker.running
 
+    @property
+    def starts(self) -> int:
+        """How often the encoder started (lazily, on a first subscriber) since the app began."""
+        return self._worker.starts
+
     def force_keyframe(self) -> bool:
         """Ask for an IDR on the next frame (new peer, PLI/FIR, recording start); rate-limited.
 
