@@ -6,9 +6,12 @@ export class MjpegView {
     this.api = api;
     this.active = false;
     this.loads = 0;
+    // A failed load would show a broken-image icon and the alt text: hide the <img> until a frame.
     img.addEventListener("error", () => {
+      img.classList.add("broken");
       if (this.active) onError();
     });
+    img.addEventListener("load", () => img.classList.remove("broken"));
     // A new token must reach the <img> URL too.
     api.onTokenChange(() => {
       if (this.active) this.restart();
@@ -17,6 +20,7 @@ export class MjpegView {
 
   start() {
     this.active = true;
+    this.img.classList.add("broken"); // until its first frame
     this.loads += 1;
     // A fresh URL each time: re-setting the same src would not open a new connection.
     this.img.src = this.api.url("/video.mjpg", this.loads > 1 ? { n: this.loads } : {});

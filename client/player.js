@@ -21,7 +21,7 @@ const BACKGROUND_ATTEMPT_MS = 8000; // a retry while MJPEG plays may take longer
 const RETRY_MS = 12000; // between WebRTC attempts while on MJPEG
 const QUICK_RETRY_MS = 2000; // first retry after a dropped connection
 const FORCED_RETRY_MS = 5000; // ?transport=webrtc keeps trying at this pace
-const STALL_MS = 6000; // no new frame for this long: the transport is stuck
+const STALL_MS = 4000; // no new frame for this long: the transport is stuck
 const UNSTAMPED_STALL_MS = 30000; // a still scene without a stamp may really not change
 const PLAYING_MS = 3000; // a frame within this long means "playing"
 const TICK_MS = 250;

@@ -90,6 +90,10 @@ export class WebRtcSession {
     lowLatencyReceiver(transceiver.receiver);
     // The channel must exist before the offer so the offer carries an SCTP section.
     this.channel = pc.createDataChannel("control", { ordered: true });
+    // The server closes the channel when it ends the session; the ICE timeout would take longer.
+    this.channel.addEventListener("open", () => {
+      this.channel.addEventListener("close", () => this.reportLost("server closed the session"));
+    });
     pc.addEventListener("connectionstatechange", () => this.onConnectionState());
 
     const trackArrived = new Promise((resolve) => {
