@@ -1,0 +1,182 @@
+"""The `control` data channel of one peer: JSON text in, replies and broadcasts out.
+
+Messages go through one bounded inbox and one worker per peer, so replies keep their order and a
+flooding client can only fill its own inbox. Anything a client sends that is not a JSON object with
+a known `type` gets an `error` reply; nothing it sends can raise out of here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiortc import RTCDataChannel, RTCSctpTransport
+
+from camcast.control import ControlBus, Message, error
+
+log = logging.getLogger("camcast.webrtc")
+
+CONTROL_LABEL = "control"
+INBOX_SIZE = 32
+MAX_MESSAGE_CHARS = 16 * 1024
+MAX_BUFFERED_BYTES = 256 * 1024  # a peer that stops reading its channel stops getting messages
+_WEBRTC_STRING = 51  # SCTP payload protocol id of a text message (RFC 8831)
+
+
+class _InvalidText:
+    """A text message whose bytes are not UTF-8 (stands in for it in the inbox)."""
+
+
+Incoming = str | bytes | _InvalidText
+
+
+class ControlChannel:
+    def __init__(self, peer_id: str, bus: ControlBus,
+                 on_message: Callable[[Message], None] | None = None) -> None:
+        self.peer_id = peer_id
+        self._bus = bus
+        self._on_message = on_message  # sees every well-formed message first (per-peer bookkeeping)
+        self._channel: RTCDataChannel | None = None
+        self._inbox: asyncio.Queue[Incoming] = asyncio.Queue(INBOX_SIZE)
+        self._worker: asyncio.Task[None] | None = None
+        self._closed = False
+        self.received = 0
+        self.errors = 0  # error replies sent
+        self.dropped_in = 0  # messages dropped because the inbox was full
+        self.dropped_out = 0  # messages not sent because the peer was not reading
+
+    @property
+    def open(self) -> bool:
+        return self._channel is not None and self._channel.readyState == "open"
+
+    def adopt(self, channel: RTCDataChannel) -> None:
+        """Take a data channel the remote opened; only the one labelled `control` is used."""
+        if self._closed or channel.label != CONTROL_LABEL:
+            return
+        self._channel = channel  # a later `control` channel replaces an earlier one
+        channel.on("message", lambda data, ch=channel: self._receive(ch, data))
+        channel.on("close", lambda ch=channel: self._channel_closed(ch))
+        if channel.readyState == "open":
+            self._opened()
+        else:
+            channel.on("open", self._opened)
+
+    def _opened(self) -> None:
+        if self._closed:
+            return
+        if self._worker is None:
+            loop = asyncio.get_running_loop()
+            self._worker = loop.create_task(self._work(), name=f"control-{self.peer_id}")
+        self._bus.attach(self.peer_id, self.send)
+        for message in self._bus.greeting():
+            self.send(message)
+
+    def _channel_closed(self, channel: RTCDataChannel) -> None:
+        if channel is self._channel:
+            self._channel = None
+            self._bus.detach(self.peer_id)
+
+    def send(self, message: Message) -> None:
+        """Send one message if the channel is open and the peer keeps up; never raises."""
+        channel = self._channel
+        if channel is None or channel.readyState != "open":
+            return
+        if channel.bufferedAmount > MAX_BUFFERED_BYTES:
+            self.dropped_out += 1
+            return
+        try:
+            channel.send(json.dumps(message, separators=(",", ":"), allow_nan=False))
+        except Exception as exc:  # closing transport, or a value that is not JSON
+            log.debug("control message to %s not sent: %s", self.peer_id, exc)
+
+    def _receive(self, channel: RTCDataChannel, data: Incoming) -> None:
+        if channel is not self._channel:
+            return
+        self.received += 1
+        try:
+            self._inbox.put_nowait(data)
+        except asyncio.QueueFull:
+            self.dropped_in += 1
+
+    def receive_invalid_text(self, stream_id: int) -> None:
+        channel = self._channel
+        if channel is not None and channel.id == stream_id:
+            self._receive(channel, _InvalidText())
+
+    async def _work(self) -> None:
+        while True:
+            data = await self._inbox.get()
+            try:
+                reply = await self._handle(data)
+            except Exception:
+                log.exception("control message from %s failed", self.peer_id)
+                reply = error("internal error handling that message")
+            if reply is not None:
+                if reply.get("type") == "error":
+                    self.errors += 1
+                self.send(reply)
+
+    async def _handle(self, data: Incoming) -> Message | None:
+        if isinstance(data, _InvalidText):
+            return error("text messages must be UTF-8")
+        if isinstance(data, bytes):
+            return error("binary messages are not understood; send JSON text")
+        if len(data) > MAX_MESSAGE_CHARS:
+            return error(f"message too long (at most {MAX_MESSAGE_CHARS} characters)")
+        try:
+            message = json.loads(data)
+        except Exception:  # ValueError, and RecursionError for absurdly deep nesting
+            return error("a message must be JSON")
+        if isinstance(message, dict) and self._on_message is not None:
+            self._on_message(message)
+        return await self._bus.dispatch(message, self.peer_id)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._bus.detach(self.peer_id)
+        self._channel = None
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+
+
+def guard_sctp(sctp: RTCSctpTransport, on_invalid_text: Callable[[int], None]) -> None:
+    """Keep a client's malformed data-channel traffic from tearing down its connection.
+
+    aiortc decodes text messages (and channel-open requests) without a check; a bad byte would raise
+    inside its receive loop and end the peer's DTLS session. This wraps that one method of this
+    transport instance: invalid UTF-8 text is reported, and anything else that raises is dropped.
+    """
+    original: Callable[[int, int, bytes], Awaitable[None]] = sctp._data_channel_receive
+
+    async def receive(stream_id: int, pp_id: int, data: bytes) -> None:
+        if pp_id == _WEBRTC_STRING:
+            try:
+                data.decode("utf-8")
+            except UnicodeDecodeError:
+                on_invalid_text(stream_id)
+                return
+        try:
+            await original(stream_id, pp_id, data)
+        except Exception as exc:
+            log.debug("dropped a malformed data-channel message: %r", exc)
+
+    sctp._data_channel_receive = receive  # type: ignore[method-assign]
+
+
+def latency_ms(message: dict[str, Any]) -> float | None:
+    """The `ms` of a well-formed `latency` report, else None."""
+    if message.get("type") != "latency":
+        return None
+    ms = message.get("ms")
+    if isinstance(ms, bool) or not isinstance(ms, int | float) or not math.isfinite(ms):
+        return None
+    return float(ms)

@@ -1,0 +1,71 @@
+"""Check an SDP offer before any peer is built: is it SDP, does it want video, which codec to send."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiortc import RTCRtpSender, sdp
+from aiortc.codecs import CODECS, is_rtx
+from aiortc.rtcpeerconnection import find_common_codecs
+from aiortc.rtcrtpparameters import RTCRtpCodecCapability
+
+CODEC_MIME = {"h264": "video/H264", "vp8": "video/VP8"}
+CODEC_NAMES = {"h264": "H.264", "vp8": "VP8"}
+RECEIVING_DIRECTIONS = ("recvonly", "sendrecv")
+
+
+class OfferError(Exception):
+    """The offer cannot be answered; `status` is the HTTP status, the message says why."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class OfferPlan:
+    codec: str  # "h264" or "vp8": which shared packet hub feeds this peer
+
+
+def plan_offer(text: str, codec_setting: str) -> OfferPlan:
+    """Pick the codec for an offer, or raise OfferError (400: not SDP, 422: nothing we can send)."""
+    if not text.strip():
+        raise OfferError(400, "the offer is empty")
+    if not text.lstrip().startswith("v=0"):
+        raise OfferError(400, "the offer is not SDP (it must start with v=0)")
+    try:
+        description = sdp.SessionDescription.parse(text)
+    except Exception as exc:  # the parser raises whatever a malformed line trips over
+        raise OfferError(400, f"the offer is not valid SDP ({type(exc).__name__})") from None
+    if not description.media:
+        raise OfferError(400, "the offer has no media sections (m= lines)")
+    video = next((m for m in description.media if m.kind == "video"), None)
+    if video is None:
+        raise OfferError(422, "the offer has no video m-line; add a recvonly video transceiver")
+    if video.port == 0:
+        raise OfferError(422, "the offer's video m-line is rejected (port 0)")
+    direction = video.direction or "sendrecv"  # RFC 3264: no attribute means sendrecv
+    if direction not in RECEIVING_DIRECTIONS:
+        raise OfferError(422, f"the offer's video m-line is {direction}; it must be recvonly or sendrecv")
+    usable = {c.mimeType.lower() for c in find_common_codecs(CODECS["video"], video.rtp.codecs)
+              if not is_rtx(c)}
+    offered = sorted({c.name for c in video.rtp.codecs if not is_rtx(c)}) or ["none"]
+    wanted = ("h264", "vp8") if codec_setting == "auto" else (codec_setting,)
+    for codec in wanted:
+        if CODEC_MIME[codec].lower() in usable:
+            return OfferPlan(codec)
+    if codec_setting == "auto":
+        reason = ("the offer has no codec this server sends: it needs H.264 (constrained baseline, "
+                  f"packetization-mode 1) or VP8; offered: {', '.join(offered)}")
+    else:
+        reason = (f"this server sends {CODEC_NAMES[codec_setting]} only (--codec {codec_setting}) "
+                  f"and the offer lacks it; offered: {', '.join(offered)}")
+    raise OfferError(422, reason)
+
+
+def codec_preferences(codec: str) -> list[RTCRtpCodecCapability]:
+    """The sender capabilities for one codec (all its H.264 profiles) plus RTX, in that order."""
+    mime = CODEC_MIME[codec].lower()
+    capabilities = RTCRtpSender.getCapabilities("video").codecs
+    return [c for c in capabilities if c.mimeType.lower() == mime] + [c for c in capabilities if is_rtx(c)]
