@@ -9,7 +9,7 @@ from aiohttp import web
 
 from camcast.appkeys import CONFIG, CONTROL, STREAM
 from camcast.auth import add_token_guard
-from camcast.config import Config
+from camcast.config import Config, parse_ice_server
 from camcast.control import ControlBus
 from camcast.cors import add_cors
 from camcast.metrics import add_metrics
@@ -18,6 +18,7 @@ from camcast.sources import Source, make_source
 from camcast.status import healthz_handler, status_handler
 from camcast.stream import Stream, StreamSettings
 from camcast.webclient import add_client_routes
+from camcast.webrtc import WebRtcOptions, setup_webrtc
 
 log = logging.getLogger("camcast")
 
@@ -32,6 +33,15 @@ def build_stream(config: Config, source_factory: Callable[[], Source] | None = N
         def source_factory() -> Source:
             return make_source(config.source, config.width, config.height, config.fps, config.stamp)
     return Stream(settings, source_factory)
+
+
+def webrtc_options(config: Config) -> WebRtcOptions:
+    servers = [parse_ice_server(url) for url in config.ice_servers]
+    return WebRtcOptions(
+        codec=config.codec, max_peers=config.max_peers, peer_timeout=config.peer_timeout,
+        ice_servers=tuple((s.url, s.username, s.credential) for s in servers),
+        ice_addresses=config.ice_addresses,
+    )
 
 
 async def capture_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -70,6 +80,7 @@ def create_app(
     app.cleanup_ctx.append(capture_ctx)
     app.cleanup_ctx.append(jpeg_encoder_ctx)
     app.cleanup_ctx.append(video_encoders_ctx)
+    setup_webrtc(app, webrtc_options(config))  # after the encoders: peers close before they stop
     app.on_shutdown.append(end_endless_responses)
     add_client_routes(app)
     app.router.add_get("/video.mjpg", mjpeg_handler)
