@@ -6,6 +6,7 @@ from aiohttp import web
 
 from camcast import __version__
 from camcast.appkeys import CONFIG, STREAM
+from camcast.webrtc import PEERS
 
 
 async def healthz_handler(request: web.Request) -> web.Response:
@@ -35,6 +36,7 @@ def status_of(app: web.Application) -> dict[str, object]:
         "encoders": {"jpeg": stream.jpeg_encoder.running}
         | {codec: enc.running for codec, enc in stream.video_encoders.items()},
         "uptime": round(stream.uptime(), 1),
+        "webrtc": app[PEERS].status() if PEERS in app else None,
     }
 
 
