@@ -53,3 +53,6 @@ def setup_logging(level: str, log_format: str = "text", stream: TextIO | None = 
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
     # One line per request would drown the events that matter; errors still show.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # aioice/aiortc log every ICE check at info: only worth seeing when debugging.
+    for name in ("aioice", "aiortc"):
+        logging.getLogger(name).setLevel(logging.DEBUG if level.lower() == "debug" else logging.WARNING)
