@@ -76,6 +76,15 @@ class Config:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     cors_origins: tuple[str, ...] = ("*",)
+    recorder: str = "mp4"  # mp4 (remux the shared H.264) or opencv (cv2.VideoWriter on the frames)
+    recorder_fourcc: str = "MJPG"
+    recorder_container: str = "avi"
+    preroll: float = 0.0
+    segment: float = 0.0
+    keep_days: float = 0.0
+    max_recordings_bytes: int = 0
+    min_free_mb: float = 200.0
+    min_free_percent: float = 1.0
 
     def validate(self) -> Config:
         if not (1 <= self.width <= 7680 and 1 <= self.height <= 4320):
@@ -118,7 +127,28 @@ class Config:
             if origin != "*" and not _ORIGIN_RE.fullmatch(origin):
                 raise ConfigError(f"--cors-origin {origin}: must be * or scheme://host[:port], e.g. "
                                   "https://example.org")
+        self._validate_recorder()
         return self
+
+    def _validate_recorder(self) -> None:
+        if self.recorder not in ("mp4", "opencv"):
+            raise ConfigError(f"--recorder {self.recorder}: must be mp4 or opencv")
+        if len(self.recorder_fourcc) != 4 or not self.recorder_fourcc.isprintable():
+            raise ConfigError(f"--recorder-fourcc {self.recorder_fourcc}: must be 4 characters, e.g. MJPG")
+        if not re.fullmatch(r"[a-z0-9]{2,5}", self.recorder_container):
+            raise ConfigError(f"--recorder-container {self.recorder_container}: a file extension, e.g. avi")
+        if not (0 <= self.preroll <= 60):
+            raise ConfigError(f"--preroll {self.preroll:g}: must be 0..60 seconds")
+        if self.preroll > 0 and self.recorder != "mp4":
+            raise ConfigError("--preroll keeps encoded packets: it needs --recorder mp4")
+        if self.segment != 0 and not (1 <= self.segment <= 86400):
+            raise ConfigError(f"--segment {self.segment:g}: must be 0 (off) or 1..86400 seconds")
+        if self.keep_days < 0:
+            raise ConfigError(f"--keep-days {self.keep_days:g}: must be 0 (forever) or more")
+        if self.max_recordings_bytes < 0:
+            raise ConfigError("--max-recordings-bytes: must be 0 (no limit) or more")
+        if self.min_free_mb < 0 or not (0 <= self.min_free_percent <= 100):
+            raise ConfigError("--min-free-mb must be 0 or more and --min-free-percent 0..100")
 
     @property
     def size(self) -> str:
@@ -135,6 +165,15 @@ def parse_size(text: str) -> tuple[int, int]:
         return int(w), int(h)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT, e.g. 640x480") from None
+
+
+def parse_bytes(text: str) -> int:
+    """A byte count with an optional K/M/G/T suffix (powers of 1024): 500M, 2G, 1073741824."""
+    units = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*", text.lower())
+    if m is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size, e.g. 500M or 2G")
+    return int(float(m.group(1)) * units[m.group(2)])
 
 
 def _bool(text: str) -> bool:
@@ -179,7 +218,29 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds between keyframes of the shared video encoder")
     p.add_argument("--bitrate", type=int, default=d.bitrate, metavar="BITS",
                    help="target bitrate of the shared video encoder, bits per second")
-    p.add_argument("--recordings", type=Path, default=d.recordings, help="folder for recordings")
+    p.add_argument("--recordings", type=Path, default=d.recordings,
+                   help="folder for recordings (created if missing; must be writable)")
+    p.add_argument("--recorder", default=d.recorder, choices=["mp4", "opencv"],
+                   help="mp4: remux the shared H.264 into fragmented MP4 (no second encode); "
+                   "opencv: cv2.VideoWriter on the frames (see --recorder-fourcc, --recorder-container)")
+    p.add_argument("--recorder-fourcc", default=d.recorder_fourcc, metavar="FOURCC",
+                   help="codec of the opencv recorder, e.g. MJPG, XVID, mp4v")
+    p.add_argument("--recorder-container", default=d.recorder_container, metavar="EXT",
+                   help="file type of the opencv recorder, e.g. avi, mkv, mp4")
+    p.add_argument("--preroll", type=float, default=d.preroll, metavar="SECONDS",
+                   help="start recordings up to this long before the press (keeps the H.264 encoder "
+                   "running and the last seconds in memory)")
+    p.add_argument("--segment", type=float, default=d.segment, metavar="SECONDS",
+                   help="start a new file (on a keyframe) every this many seconds while recording (0: off)")
+    p.add_argument("--keep-days", type=float, default=d.keep_days, metavar="DAYS",
+                   help="delete finished recordings older than this (0: keep them)")
+    p.add_argument("--max-recordings-bytes", type=parse_bytes, default=d.max_recordings_bytes,
+                   metavar="SIZE", help="delete the oldest finished recordings beyond this total, "
+                   "e.g. 20G (0: no limit)")
+    p.add_argument("--min-free-mb", type=float, default=d.min_free_mb, metavar="MB",
+                   help="stop recording (cleanly) when the disk has less free space than this")
+    p.add_argument("--min-free-percent", type=float, default=d.min_free_percent, metavar="PCT",
+                   help="stop recording (cleanly) when the disk has less than this percentage free")
     p.add_argument("--ice-server", dest="ice_servers", action="append", default=None, metavar="URL",
                    help="STUN/TURN server URL (repeatable; none by default): stun:HOST[:PORT] or "
                    "turn:USER:PASSWORD@HOST[:PORT][?transport=udp|tcp] (percent-encode special characters)")
