@@ -1,0 +1,1 @@
+"""Benchmark suites: one module per feature, each exposing SUITE (a bench.runner.Suite)."""
