@@ -1,0 +1,37 @@
+"""The recorder: one per stream, started and stopped by any viewer, shared by all of them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from camcast.control import Message
+from camcast.recorder.core import Recorder, RecorderSettings
+from camcast.recorder.feeds import Feed, FrameFeed, PacketFeed
+from camcast.recorder.routes import RECORDER, add_recorder
+from camcast.recorder.sinks import RecordError, check_opencv_writer
+from camcast.recorder.storage import FolderError, prepare_folder
+
+if TYPE_CHECKING:
+    from camcast.stream import Stream
+
+BACKENDS = ("mp4", "opencv")
+
+__all__ = [
+    "BACKENDS", "RECORDER", "FolderError", "RecordError", "Recorder", "RecorderSettings", "add_recorder",
+    "check_opencv_writer", "make_recorder", "prepare_folder",
+]
+
+
+def make_recorder(stream: Stream, settings: RecorderSettings, notify: Callable[[Message], None],
+                  backend: str = "mp4", fourcc: str = "MJPG", container: str = "avi") -> Recorder:
+    """mp4: remux the stream's shared H.264 packets; opencv: cv2.VideoWriter on its frames."""
+    fps = stream.settings.fps
+    feed: Feed
+    if backend == "opencv":
+        feed = FrameFeed(stream.frames, fps, fourcc, container)
+    elif backend == "mp4":
+        feed = PacketFeed(stream.packets["h264"], stream.video_encoders["h264"].force_keyframe, fps)
+    else:
+        raise ValueError(f"unknown recorder backend {backend!r}")
+    return Recorder(feed, settings, notify)

@@ -1,0 +1,393 @@
+"""The recorder of one stream: one recording at a time, shared by every viewer.
+
+State machine: stopped → (start: wait for a keyframe) → recording → (stop, failure) → stopped.
+Everything here runs on the event loop and never waits on disk: a `WriterThread` per run does
+the file work. Each change of state goes to `notify` (the control bus broadcast).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from camcast.control import ControlError, Message, error
+from camcast.frames import now_us
+from camcast.hub import HubClosed, Subscription
+from camcast.recorder.feeds import Feed
+from camcast.recorder.naming import create_unique, iso_utc
+from camcast.recorder.preroll import PrerollBuffer
+from camcast.recorder.sinks import Create, Job, RecordError, Sink
+from camcast.recorder.storage import Library, apply_retention, disk_problem
+from camcast.recorder.writer import FileInfo, WriterThread
+
+log = logging.getLogger("camcast.recorder")
+
+
+@dataclass(frozen=True)
+class RecorderSettings:
+    folder: Path
+    preroll: float = 0.0  # seconds kept before a press (encoded packets only)
+    segment: float = 0.0  # seconds per file (0: one file per recording)
+    keep_days: float = 0.0  # 0: keep forever
+    max_bytes: int = 0  # 0: no limit on the folder's total size
+    min_free_bytes: int = 200 * 1024 * 1024
+    min_free_ratio: float = 0.01
+    start_timeout: float = 5.0  # seconds to wait for the first frame
+    stop_timeout: float = 10.0  # seconds to wait for the file to be finalized
+    retention_interval: float = 60.0
+
+
+class _Run:
+    """One recording, from a press to a stop; several files when segments roll over."""
+
+    def __init__(self, writer: WriterThread, press_us: int, loop: asyncio.AbstractEventLoop) -> None:
+        self.writer = writer
+        self.press_us = press_us
+        self.opened: asyncio.Future[FileInfo] = loop.create_future()
+        self.ended: asyncio.Future[None] = loop.create_future()
+        self.need_key = True  # nothing is written until a keyframe starts a decodable chain
+        self.started = False  # the first file is open (or being opened)
+        self.chain: object = None
+        self.segment_start_us = 0
+        self.current: FileInfo | None = None
+        self.failed = False
+
+
+class Recorder:
+    def __init__(
+        self,
+        feed: Feed,
+        settings: RecorderSettings,
+        notify: Callable[[Message], None],
+        create: Create = create_unique,
+    ) -> None:
+        if settings.preroll > 0 and not feed.supports_preroll:
+            raise ValueError(f"the {feed.kind} recorder has no pre-roll")
+        self.feed = feed
+        self.settings = settings
+        # Thresholds are plain attributes: an operator (or a test) may change them at run time.
+        self.min_free_bytes = settings.min_free_bytes
+        self.min_free_ratio = settings.min_free_ratio
+        self.library = Library(settings.folder)
+        self._notify = notify
+        self._create = create
+        self._lock = asyncio.Lock()
+        self._folder_lock = threading.Lock()
+        self._run: _Run | None = None
+        self._runs: dict[WriterThread, _Run] = {}  # until each writer thread has ended
+        self._last: FileInfo | None = None
+        self._error: str | None = None
+        self._preroll = (PrerollBuffer(settings.preroll, round(feed.fps * (settings.preroll + 12)) + 60)
+                         if settings.preroll > 0 else None)
+        self._sub: Subscription[Any] | None = None
+        self._tap_task: asyncio.Task[None] | None = None
+        self._retention_task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.dropped = 0  # packets the recorder's subscription lost (each forces a keyframe wait)
+        self.files_written = 0
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    async def open(self) -> None:
+        if self._preroll is not None:
+            self._start_tap()  # pre-roll keeps the encoder running and the last GOPs in memory
+        s = self.settings
+        if s.keep_days > 0 or s.max_bytes > 0:
+            self._retention_task = asyncio.get_running_loop().create_task(
+                self._retention_loop(), name="recorder-retention")
+
+    async def close(self) -> None:
+        """Finalize the open file (shutdown, SIGINT/SIGTERM) and stop the background tasks."""
+        await self.stop()
+        for task in (self._retention_task, *self._tasks):
+            if task is not None:
+                task.cancel()
+        await self._stop_tap()
+        for task in (self._retention_task, *self._tasks):
+            if task is not None:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    # -- state -----------------------------------------------------------------------------------
+    @property
+    def recording(self) -> bool:
+        return self._run is not None and self._run.current is not None
+
+    def active_name(self) -> str | None:
+        run = self._run
+        if run is None:
+            return None
+        current = run.writer.current or run.current
+        return current.name if current else None
+
+    def active_files(self) -> dict[str, tuple[int, float, int]]:
+        run = self._run
+        current = run.writer.current if run else None
+        if current is None:
+            return {}
+        return {current.name: (current.started_us, current.duration, current.bytes)}
+
+    def state(self) -> dict[str, Any]:
+        """The JSON of GET /api/record. Stopped: name/started/elapsed/bytes describe the last file."""
+        run = self._run
+        if run is not None and run.current is not None:
+            info = run.current
+            return {"state": "recording", "name": info.name, "started": iso_utc(info.started_us),
+                    "elapsed": round(max(0, now_us() - info.started_us) / 1e6, 1),
+                    "bytes": info.bytes, "error": None}
+        last = self._last
+        return {"state": "stopped", "name": last.name if last else None,
+                "started": iso_utc(last.started_us) if last else None,
+                "elapsed": round(last.duration, 1) if last else 0, "bytes": last.bytes if last else 0,
+                "error": self._error}
+
+    def message(self) -> Message:
+        """The data-channel form: {"type": "record", "state", "name", "started", ...}."""
+        return {"type": "record", **self.state()}
+
+    def status(self) -> dict[str, Any]:
+        """The "recording" part of /api/status."""
+        return self.state() | {
+            "backend": self.feed.kind, "preroll": self.settings.preroll, "segment": self.settings.segment,
+            "preroll_buffered": round(self._preroll.span, 2) if self._preroll else 0.0,
+            "files_written": self.files_written, "dropped": self.dropped,
+        }
+
+    # -- commands ----------------------------------------------------------------------------------
+    async def start(self) -> dict[str, Any]:
+        """Start recording (idempotent: while recording, answer the current state)."""
+        async with self._lock:
+            if self._run is not None:
+                return self.state()
+            loop = asyncio.get_running_loop()
+            problem = disk_problem(self.settings.folder, self.min_free_bytes, self.min_free_ratio)
+            if problem:  # one statvfs: cheap, and it saves a doomed start
+                raise RecordError(problem)
+            press_us = now_us()
+            backlog = self.feed.max_pending + (len(self._preroll) if self._preroll is not None else 0)
+            writer = WriterThread(loop, self, self._open_sink, self._disk_problem, self._folder_lock,
+                                  self._after_close, backlog)
+            run = _Run(writer, press_us, loop)
+            self._runs[writer] = run
+            self._run = run
+            writer.start()
+            self._error = None
+            if self._preroll is not None:
+                # Start at the keyframe at or before press - preroll: all of it is in memory.
+                for item in self._preroll.since(press_us - int(self.settings.preroll * 1e6)):
+                    self._feed_item(run, item)
+            self._start_tap()
+            if not run.started:
+                self.feed.request_keyframe()  # the file starts on the next frame, as a keyframe
+            try:
+                info = await asyncio.wait_for(asyncio.shield(run.opened), self.settings.start_timeout)
+            except (TimeoutError, RecordError) as exc:
+                run.opened.cancel()
+                message = str(exc) if isinstance(exc, RecordError) else (
+                    f"no video to record within {self.settings.start_timeout:g} s")
+                await self._end_run(run)
+                self._error = message
+                raise RecordError(message) from None
+            log.info("recording started: %s (%.0f ms after the press)", info.name,
+                     (info.started_us - press_us) / 1000)
+        self._broadcast()
+        return self.state()
+
+    async def stop(self) -> dict[str, Any]:
+        """Stop and finalize (idempotent: while stopped, answer the current state)."""
+        async with self._lock:
+            run = self._run
+            if run is None:
+                return self.state()
+            await self._end_run(run)
+        self._broadcast()
+        return self.state()
+
+    async def handle_control(self, message: Message, sender: str) -> Message:
+        """The `record` data-channel message: {"action": "start"|"stop"}; answers the state."""
+        action = message.get("action")
+        if action == "start":
+            try:
+                await self.start()
+            except RecordError as exc:
+                raise ControlError(f"cannot record: {exc}") from None
+        elif action == "stop":
+            await self.stop()
+        elif action not in (None, "state"):
+            raise ControlError("a record message needs \"action\": \"start\" or \"stop\"")
+        return self.message()
+
+    def greeting(self) -> Message:
+        return self.message()
+
+    # -- internals -------------------------------------------------------------------------------
+    async def _end_run(self, run: _Run) -> None:
+        if self._run is run:
+            self._run = None
+        if self._preroll is None:
+            await self._stop_tap()
+        run.writer.stop()
+        try:
+            await asyncio.wait_for(asyncio.shield(run.ended), self.settings.stop_timeout)
+        except TimeoutError:
+            log.error("the recording writer did not finish within %g s", self.settings.stop_timeout)
+        run.current = None
+
+    def _broadcast(self) -> None:
+        self._notify(self.message())
+
+    def _disk_problem(self) -> str | None:
+        return disk_problem(self.settings.folder, self.min_free_bytes, self.min_free_ratio)
+
+    def _open_sink(self, job: Job) -> Sink:
+        return self.feed.open_sink(self.settings.folder, job, self._create)
+
+    def _after_close(self, info: FileInfo) -> None:  # writer thread
+        self.library.remember(info.path, info.started_us, info.duration)
+        self._apply_retention()
+
+    def _apply_retention(self) -> list[str]:
+        s = self.settings
+        return apply_retention(s.folder, s.keep_days, s.max_bytes, self._is_active, self._folder_lock)
+
+    def _is_active(self, name: str) -> bool:
+        return self.active_name() == name
+
+    async def _retention_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                await loop.run_in_executor(None, self._apply_retention)
+            except Exception:
+                log.exception("retention failed")
+            await asyncio.sleep(self.settings.retention_interval)
+
+    def _start_tap(self) -> None:
+        if self._tap_task is None or self._tap_task.done():
+            self._sub = self.feed.subscribe()
+            self._tap_task = asyncio.get_running_loop().create_task(self._tap(self._sub),
+                                                                    name="recorder-tap")
+
+    async def _stop_tap(self) -> None:
+        task, self._tap_task = self._tap_task, None
+        if self._sub is not None:
+            self._sub.close()
+            self._sub = None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _tap(self, sub: Subscription[Any]) -> None:
+        dropped = 0
+        while True:
+            try:
+                item = await sub.get()
+            except HubClosed:
+                return
+            if sub.dropped != dropped:
+                # A lost packet breaks the reference chain: skip to the next keyframe.
+                self.dropped += sub.dropped - dropped
+                dropped = sub.dropped
+                log.warning("recorder lost %d packets; waiting for a keyframe", self.dropped)
+                if self._preroll is not None:
+                    self._preroll.clear()
+                if self._run is not None:
+                    self._run.need_key = True
+            if self._preroll is not None:
+                self._preroll.push(item)
+            run = self._run
+            if run is not None and not run.failed:
+                try:
+                    self._feed_item(run, item)
+                except RecordError as exc:  # the writer's backlog is full
+                    self.writer_failed(run.writer, str(exc))
+
+    def _feed_item(self, run: _Run, item: Any) -> None:
+        feed, s = self.feed, self.settings
+        key = feed.is_key(item)
+        if not run.started:
+            if not key:
+                feed.request_keyframe()
+                return
+            run.started, run.need_key = True, False
+            self._open_file(run, item)
+            return
+        if feed.chain(item) != run.chain:
+            run.need_key = True  # the encoder restarted (new size): the next file starts on its IDR
+            if key:
+                self._open_file(run, item)
+                return
+        if run.need_key:
+            if not key:
+                feed.request_keyframe()
+                return
+            run.need_key = False
+        if s.segment > 0 and item.captured_us - run.segment_start_us >= s.segment * 1_000_000:
+            if key:
+                self._open_file(run, item)
+                return
+            feed.request_keyframe()  # roll over on the very next frame
+        run.writer.write(feed.job(item))
+
+    def _open_file(self, run: _Run, item: Any) -> None:
+        run.chain = self.feed.chain(item)
+        run.need_key = False
+        run.segment_start_us = item.captured_us
+        run.writer.open(self.feed.job(item))
+
+    # -- writer events (on the loop) -------------------------------------------------------------
+    def writer_opened(self, writer: WriterThread, info: FileInfo) -> None:
+        run = self._runs.get(writer)
+        if run is None:
+            return
+        first = run.current is None
+        run.current = info
+        self.files_written += 1
+        if first:
+            if not run.opened.done():
+                run.opened.set_result(info)
+        elif self._run is run:
+            self._broadcast()  # a new segment: viewers see the new name
+
+    def writer_closed(self, writer: WriterThread, info: FileInfo) -> None:
+        self._last = info
+
+    def writer_failed(self, writer: WriterThread, message: str) -> None:
+        run = self._runs.get(writer)
+        if run is None or run.failed:
+            return
+        run.failed = True
+        self._error = message
+        if not run.opened.done():
+            run.opened.set_exception(RecordError(message))
+        elif self._run is run:
+            task = asyncio.get_running_loop().create_task(self._abort(run, message), name="recorder-abort")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def writer_ended(self, writer: WriterThread) -> None:
+        run = self._runs.get(writer)
+        if run is None:
+            return
+        if not writer.stopping and not run.failed:  # it should never end unasked
+            self.writer_failed(writer, "the recording writer stopped")
+        del self._runs[writer]
+        if not run.ended.done():
+            run.ended.set_result(None)
+
+    async def _abort(self, run: _Run, message: str) -> None:
+        """A write failed or the disk is low: stop cleanly, tell every viewer, keep streaming."""
+        async with self._lock:
+            if self._run is not run:
+                return
+            self._error = message
+            await self._end_run(run)
+        log.error("recording stopped: %s", message)
+        self._notify(error(f"recording stopped: {message}"))
+        self._broadcast()
