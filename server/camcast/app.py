@@ -14,6 +14,7 @@ from camcast.control import ControlBus
 from camcast.cors import add_cors
 from camcast.metrics import add_metrics
 from camcast.mjpeg import mjpeg_handler, snapshot_handler
+from camcast.recorder import RecorderSettings, add_recorder, make_recorder
 from camcast.sources import Source, make_source
 from camcast.status import healthz_handler, status_handler
 from camcast.stream import Stream, StreamSettings
@@ -41,6 +42,14 @@ def webrtc_options(config: Config) -> WebRtcOptions:
         codec=config.codec, max_peers=config.max_peers, peer_timeout=config.peer_timeout,
         ice_servers=tuple((s.url, s.username, s.credential) for s in servers),
         ice_addresses=config.ice_addresses,
+    )
+
+
+def recorder_settings(config: Config) -> RecorderSettings:
+    return RecorderSettings(
+        folder=config.recordings, preroll=config.preroll, segment=config.segment,
+        keep_days=config.keep_days, max_bytes=config.max_recordings_bytes,
+        min_free_bytes=int(config.min_free_mb * 1_000_000), min_free_ratio=config.min_free_percent / 100,
     )
 
 
@@ -81,6 +90,9 @@ def create_app(
     app.cleanup_ctx.append(jpeg_encoder_ctx)
     app.cleanup_ctx.append(video_encoders_ctx)
     setup_webrtc(app, webrtc_options(config))  # after the encoders: peers close before they stop
+    # After both: on shutdown the file is finalized first, and peers still hear that it stopped.
+    add_recorder(app, make_recorder(app[STREAM], recorder_settings(config), app[CONTROL].broadcast,
+                                    config.recorder, config.recorder_fourcc, config.recorder_container))
     app.on_shutdown.append(end_endless_responses)
     add_client_routes(app)
     app.router.add_get("/video.mjpg", mjpeg_handler)

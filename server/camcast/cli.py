@@ -19,6 +19,7 @@ from camcast.app import create_app
 from camcast.auth import exposure_warning
 from camcast.config import Config, ConfigError, load_config
 from camcast.logsetup import setup_logging
+from camcast.recorder import FolderError, check_opencv_writer, prepare_folder
 from camcast.sources import SourceError, open_source_spec, resolve_source
 
 log = logging.getLogger("camcast")
@@ -59,6 +60,21 @@ def _check_source(config: Config) -> Config:
     except SourceError as exc:
         raise StartupError(f"--source {config.source}: {exc}") from None
     return dataclasses.replace(config, source=spec)
+
+
+def _check_recordings(config: Config) -> None:
+    """The recordings folder exists (created if missing) and is writable; the writer opens."""
+    try:
+        prepare_folder(config.recordings)
+    except FolderError as exc:
+        raise StartupError(f"--recordings {config.recordings}: {exc}") from None
+    if config.recorder == "opencv":
+        with _native_stderr_silenced():
+            problem = check_opencv_writer(config.recordings, config.recorder_fourcc,
+                                          config.recorder_container, config.width, config.height,
+                                          config.fps)
+        if problem:
+            raise StartupError(f"--recorder opencv: {problem}")
 
 
 def _refuse_password() -> bytes:
@@ -119,6 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         setup_logging(config.log_level, config.log_format)
         tls = _tls_context(config)
         config = _check_source(config)
+        _check_recordings(config)
         sock = _listen(config.host, config.port)
     except (ConfigError, StartupError) as exc:
         print(f"camcast: error: {exc}", file=sys.stderr)

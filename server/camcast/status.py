@@ -6,6 +6,7 @@ from aiohttp import web
 
 from camcast import __version__
 from camcast.appkeys import CONFIG, STREAM
+from camcast.recorder import RECORDER
 from camcast.webrtc import PEERS
 
 
@@ -37,6 +38,7 @@ def status_of(app: web.Application) -> dict[str, object]:
         | {codec: enc.running for codec, enc in stream.video_encoders.items()},
         "uptime": round(stream.uptime(), 1),
         "webrtc": app[PEERS].status() if PEERS in app else None,
+        "recording": app[RECORDER].status() if RECORDER in app else None,
     }
 
 
