@@ -2,6 +2,7 @@
 // Outlives WebRTC sessions: each new session's channel is attached, the handlers stay.
 
 const PING_INTERVAL_MS = 2000;
+const OFFSET_SAMPLES = 10;
 
 export class Control {
   constructor() {
@@ -10,10 +11,28 @@ export class Control {
     this.channel = null;
     this.pingTimer = null;
     this.rttMs = null;
-    this.on("pong", (message) => {
-      const sent = Number(message.t);
-      if (Number.isFinite(sent)) this.rttMs = Math.max(0, Date.now() - sent);
-    });
+    this.clockSamples = []; // [rtt, offset] from recent pongs
+    this.on("pong", (message) => this.onPong(message));
+  }
+
+  onPong(message) {
+    const sent = Number(message.t);
+    if (!Number.isFinite(sent)) return;
+    const now = Date.now();
+    this.rttMs = Math.max(0, now - sent);
+    const serverTime = Number(message.server_time);
+    if (!Number.isFinite(serverTime)) return;
+    // NTP-style: the server read its clock about half way through the round trip.
+    this.clockSamples.push([this.rttMs, serverTime - (sent + now) / 2]);
+    if (this.clockSamples.length > OFFSET_SAMPLES) this.clockSamples.shift();
+  }
+
+  // How far the server's clock is ahead of this one (ms), from the quickest recent round trip;
+  // 0 while that cannot be told apart from no offset (same machine, synchronised clocks).
+  get clockOffsetMs() {
+    if (!this.clockSamples.length) return 0;
+    const [rtt, offset] = this.clockSamples.reduce((best, sample) => (sample[0] < best[0] ? sample : best));
+    return Math.abs(offset) > rtt / 2 + 2 ? offset : 0;
   }
 
   on(type, handler) {
@@ -43,6 +62,7 @@ export class Control {
     this.channel = null;
     this.stopPing();
     this.rttMs = null;
+    this.clockSamples = [];
     if (wasOpen) this.notifyOpen(false);
   }
 

@@ -44,13 +44,13 @@ export class Overlay {
     if (this.element.hidden) return;
     const transport = TRANSPORT_NAMES[state.transport] || "–";
     const codec = shortCodec(state.codec);
-    const size = state.width && state.height ? `${state.width}×${state.height}` : "–";
-    const fps = state.fps ? `${state.fps.toFixed(1)} fps` : "– fps";
+    const size = state.width && state.height ? `${state.width}×${state.height}` : "";
+    const fps = state.fps ? `${state.fps.toFixed(1)} fps` : "";
     const latency = state.latencyMs != null ? `${Math.round(state.latencyMs)} ms` : "–";
     const rtt = extra.rttMs != null ? `rtt ${Math.round(extra.rttMs)} ms` : "";
     const jitter = extra.jitterBufferMs != null ? `buffer ${Math.round(extra.jitterBufferMs)} ms` : "";
     this.set(0, codec && codec !== transport ? `${transport} · ${codec}` : transport);
-    this.set(1, `${size} · ${fps}`);
+    this.set(1, [size, fps].filter(Boolean).join(" · "));
     this.set(2, `latency ${latency}`);
     this.set(3, [rtt, jitter].filter(Boolean).join(" · "));
   }

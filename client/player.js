@@ -25,6 +25,7 @@ const STALL_MS = 4000; // no new frame for this long: the transport is stuck
 const UNSTAMPED_STALL_MS = 30000; // a still scene without a stamp may really not change
 const PLAYING_MS = 3000; // a frame within this long means "playing"
 const TICK_MS = 250;
+const REPORT_MS = 2000; // latency reports to the server (its /metrics histogram)
 const STATS_MS = 1000;
 
 function transportMode() {
@@ -80,6 +81,7 @@ class Player {
       state: "connecting",
       rttMs: null,
       recording: false,
+      clockOffsetMs: 0,
       mode: this.mode,
       lastError: null,
     };
@@ -88,6 +90,7 @@ class Player {
     this.retryTimer = null;
     this.mjpegErrorTimer = null;
     this.failures = 0;
+    this.clockOffsetMs = 0; // server clock minus this clock, when the control channel can tell
     this.lastFrameAt = 0;
     this.sawStamp = false;
     this.mjpegFrames = 0;
@@ -113,6 +116,12 @@ class Player {
     else this.attemptWebRtc(FIRST_FRAME_MS);
     setInterval(() => this.tick(), TICK_MS);
     setInterval(() => this.pollStats(), STATS_MS);
+    setInterval(() => this.reportLatency(), REPORT_MS);
+  }
+
+  reportLatency() {
+    const ms = this.state.latencyMs;
+    if (ms != null && this.state.transport === "webrtc") this.control.send({ type: "latency", ms });
   }
 
   // --- WebRTC -------------------------------------------------------------------------------
@@ -257,7 +266,8 @@ class Player {
     this.framesSeen += frame.frames;
     this.fps.tick(frame.now, frame.frames);
     if (frame.stamp != null) this.sawStamp = true;
-    const ms = latencyFromStamp(frame.stamp, frame.displayWallMs);
+    // Stamps are in the server's clock: compare them with the server's time of display.
+    const ms = latencyFromStamp(frame.stamp, frame.displayWallMs + this.clockOffsetMs);
     if (ms != null) this.latency.add(ms, frame.now);
     if (this.state.transport === "mjpeg") this.mjpegFrames += frame.frames;
     if (frame.width !== this.state.width || frame.height !== this.state.height) {
@@ -298,6 +308,9 @@ class Player {
     const median = this.latency.median(now);
     state.latencyMs = median == null ? null : Math.round(median * 10) / 10;
     state.rttMs = this.control.rttMs ?? (this.stats ? this.stats.rttMs : null);
+    // Kept across a switch to MJPEG: the clocks do not change with the transport.
+    if (this.control.isOpen) this.clockOffsetMs = this.control.clockOffsetMs;
+    state.clockOffsetMs = Math.round(this.clockOffsetMs);
     if (state.transport === "mjpeg") state.framesDecoded = this.mjpegFrames;
 
     const sinceFrame = now - this.lastFrameAt;
@@ -331,7 +344,8 @@ class Player {
   renderNotice() {
     const state = this.state.state;
     let text = "";
-    if (state === "connecting") text = "connecting…";
+    if (state !== "playing" && this.api.declined) text = "access token needed: press Token…";
+    else if (state === "connecting") text = "connecting…";
     else if (state === "reconnecting") text = "reconnecting…";
     else if (state === "stalled") text = "waiting for video…";
     if (this.el.notice.textContent !== text) this.el.notice.textContent = text;

@@ -20,6 +20,7 @@ export class RecorderUi {
     this.name = null;
     this.startedMs = null;
     this.available = null;
+    this.lastError = undefined; // undefined until the first state: an old error is no news
     this.busyTimer = null;
     this.pollTimer = null;
 
@@ -38,6 +39,7 @@ export class RecorderUi {
   apply(message) {
     if (!message || typeof message.state !== "string") return;
     this.available = true;
+    this.noteError(message.error ?? null);
     const wasRecording = this.recording;
     const previousName = this.name;
     this.recording = message.state === "recording";
@@ -54,6 +56,13 @@ export class RecorderUi {
     if (wasRecording !== this.recording) {
       this.onChange({ recording: this.recording, name: this.name, stoppedName: wasRecording ? previousName : null });
     }
+  }
+
+  // Over the control channel the server also sends an "error" message: only say it once.
+  noteError(error) {
+    const isNew = this.lastError !== undefined && error && error !== this.lastError;
+    this.lastError = error;
+    if (isNew && !this.control.isOpen) this.toasts.error(`Recording: ${error}`);
   }
 
   async toggle() {

@@ -18,6 +18,7 @@ function normalise(list) {
       bytes: Number.isFinite(Number(item.bytes)) ? Number(item.bytes) : null,
       duration: item.duration == null || !Number.isFinite(Number(item.duration)) ? null : Number(item.duration),
       startedMs: parseTime(item.started),
+      recording: item.recording === true,
     }))
     .sort((a, b) => (b.startedMs ?? 0) - (a.startedMs ?? 0) || b.name.localeCompare(a.name));
 }
@@ -91,6 +92,7 @@ export class RecordingsPanel {
     const li = document.createElement("li");
     li.className = "recording-row";
     li.dataset.name = item.name;
+    if (item.recording) li.dataset.recording = "true";
 
     const info = document.createElement("div");
     info.className = "recording-info";
@@ -130,7 +132,7 @@ export class RecordingsPanel {
   }
 
   decorateRow(row) {
-    const active = row.dataset.name === this.activeName;
+    const active = row.dataset.name === this.activeName || row.dataset.recording === "true";
     row.classList.toggle("active", active);
     row.classList.toggle("playing", row.dataset.name === this.playing);
     for (const control of row.querySelectorAll("button")) control.disabled = active;
@@ -178,12 +180,15 @@ export class RecordingsPanel {
   async remove(name, button) {
     button.disabled = true;
     try {
-      const response = await this.api.fetch(`/api/recordings/${encodeURIComponent(name)}`, { method: "DELETE" });
-      if (!response.ok && response.status !== 404) throw new Error(`${response.status} ${response.statusText}`);
+      await this.api.json(`/api/recordings/${encodeURIComponent(name)}`, { method: "DELETE" });
       if (this.playing === name) this.closePlayer();
       this.toasts.info(`Deleted ${name}`);
     } catch (error) {
-      this.toasts.error(`Could not delete ${name}: ${error.message}`);
+      if (error.status === 404) {
+        if (this.playing === name) this.closePlayer(); // already gone: the refresh shows it
+      } else {
+        this.toasts.error(`Could not delete ${name}: ${error.message}`);
+      }
     }
     await this.refresh();
   }

@@ -79,6 +79,7 @@ export class WebRtcSession {
     this.closed = false;
     this.lostReported = false;
     this.disconnectTimer = null;
+    this.abort = new AbortController(); // an abandoned session sends no late offer
   }
 
   // Resolves with the remote MediaStream once the answer is applied and the track has arrived.
@@ -112,6 +113,7 @@ export class WebRtcSession {
       method: "POST",
       headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ sdp: offer.sdp, type: offer.type }),
+      signal: this.abort.signal,
     });
     if (!response.ok) throw new HttpError(response.status, `offer rejected: ${response.status}`);
     const answer = await response.json();
@@ -172,6 +174,7 @@ export class WebRtcSession {
   close() {
     if (this.closed) return;
     this.closed = true;
+    this.abort.abort();
     clearTimeout(this.disconnectTimer);
     try {
       if (this.channel) this.channel.close();
