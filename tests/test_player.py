@@ -7,6 +7,7 @@ Playwright's wait_for_function evaluates strings, which the CSP forbids, so wait
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -188,3 +189,129 @@ async def test_layout_fits_the_width_and_keeps_the_aspect(server: ServerProcess,
         assert box["bottom"] <= viewport["height"], "the picture does not fit the window"
         assert box["controlsTop"] >= box["bottom"] - 1, "the controls overlap the picture"
         assert page_errors(page) == []
+
+
+async def wait_status(server: ServerProcess, check: Callable[[dict[str, Any]], bool],
+                      timeout: float = WAIT) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        status = await asyncio.to_thread(server.status)
+        if check(status):
+            return status
+        if time.monotonic() > deadline:
+            raise AssertionError(f"status never matched: {status}")
+        await asyncio.sleep(0.2)
+
+
+PLAYING_WEBRTC = "window.camcast.transport === 'webrtc' && window.camcast.state === 'playing'"
+
+
+async def test_plays_over_webrtc_with_h264(server: ServerProcess, chromium) -> None:
+    async with open_page(chromium, server.url) as page:
+        failed = watch_failures(page)
+        await page.goto(server.url)
+        await until(page, PLAYING_WEBRTC)
+        assert await page.evaluate("document.getElementById('video').videoWidth") == 640
+        await until(page, "window.camcast.framesDecoded > 0 && window.camcast.codec !== null")
+        first = (await readings(page))["framesDecoded"]
+        await until(page, f"window.camcast.framesDecoded > {first} + 15")
+        await until(page, "window.camcast.latencyMs !== null && window.camcast.rttMs !== null")
+        state = await readings(page)
+        assert state["codec"].lower() == "video/h264", state
+        assert (state["width"], state["height"]) == (640, 480)
+        assert state["fps"] > 5
+        assert 0 <= state["latencyMs"] < 2000, state  # a few tens of ms here; generous when busy
+        assert 0 <= state["rttMs"] < 2000  # ping/pong over the control channel
+        overlay = await page.inner_text("#overlay")
+        assert "WebRTC" in overlay and "H.264" in overlay and "latency" in overlay
+        # No MJPEG behind the WebRTC picture: the server sees exactly one WebRTC viewer.
+        assert await page.get_attribute("#mjpeg", "src") is None
+        await wait_status(server, lambda s: s["viewers"]["webrtc"] == 1 and s["viewers"]["mjpeg"] == 0)
+        assert page_errors(page) == []
+        assert unexpected(failed) == []
+
+
+async def test_switches_back_to_webrtc_once_it_works(server: ServerProcess, chromium) -> None:
+    async with open_page(chromium, server.url) as page:
+        refused: list[int] = []
+
+        async def refuse_first(route: Route) -> None:
+            if not refused:
+                refused.append(1)
+                await route.fulfill(status=503, body="busy\n")
+            else:
+                await route.continue_()
+
+        await page.route("**/offer", refuse_first)
+        await page.goto(server.url)
+        await until(page, "window.camcast.transport === 'mjpeg' && window.camcast.state === 'playing'")
+        # The player retries WebRTC in the background (every ~12 s) and moves over when it plays.
+        await until(page, PLAYING_WEBRTC, timeout=WAIT + 15)
+        assert await page.get_attribute("#mjpeg", "src") is None
+        await wait_status(server, lambda s: s["viewers"]["webrtc"] == 1 and s["viewers"]["mjpeg"] == 0)
+        assert page_errors(page) == []
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def test_reconnects_after_the_server_restarts(start_server, chromium) -> None:
+    port = str(_free_port())
+    server = start_server("--port", port)
+    async with open_page(chromium, server.url) as page:
+        await page.goto(server.url)
+        await until(page, PLAYING_WEBRTC)
+        await asyncio.to_thread(server.terminate)
+        # The page notices the loss (the server closes the session) and leaves WebRTC.
+        await until(page, "window.camcast.transport !== 'webrtc' || window.camcast.state !== 'playing'")
+        again = start_server("--port", port)
+        await until(page, PLAYING_WEBRTC, timeout=WAIT + 15)
+        await until(page, "window.camcast.framesDecoded > 10")
+        await wait_status(again, lambda s: s["viewers"]["webrtc"] == 1 and s["viewers"]["mjpeg"] == 0)
+
+
+async def test_record_from_any_viewer_then_play_and_delete(server: ServerProcess, chromium) -> None:
+    async with open_page(chromium, server.url) as rtc, open_page(chromium, server.url) as mjpeg:
+        posts: list[str] = []
+        mjpeg.on("request", lambda r: posts.append(r.url.split("/", 3)[-1]) if r.method == "POST" else None)
+        await rtc.goto(server.url)
+        await mjpeg.goto(server.url + "?transport=mjpeg")
+        await until(rtc, PLAYING_WEBRTC)
+        await until(mjpeg, "window.camcast.state === 'playing'")
+        await until(mjpeg, "!document.getElementById('record').disabled")
+
+        # Start on the MJPEG viewer (REST); the WebRTC viewer hears of it on its control channel.
+        await mjpeg.click("#record")
+        await until(rtc, "!document.getElementById('rec-badge').hidden && window.camcast.recording")
+        await until(mjpeg, "!document.getElementById('rec-badge').hidden")
+        assert posts == ["api/record/start"]
+        await asyncio.sleep(2.0)
+        assert (await rtc.inner_text("#rec-time")) != "0:00"
+        # Stop on the WebRTC viewer (data channel); the MJPEG viewer's poll sees it.
+        await rtc.click("#record")
+        await until(mjpeg, "document.getElementById('rec-badge').hidden")
+        await until(rtc, "document.getElementById('rec-badge').hidden && !window.camcast.recording")
+
+        # The finished file appears in the list, plays in the panel's <video>, and can be deleted.
+        await until(rtc, "document.querySelectorAll('.recording-row:not(.active)').length === 1")
+        name = await rtc.get_attribute(".recording-row", "data-name")
+        assert name and (server.recordings / name).is_file()
+        await rtc.click(".recording-row [data-action=play]")
+        await until(rtc, "document.querySelector('.recording-player video').readyState >= 2")
+        duration = await rtc.evaluate("document.querySelector('.recording-player video').duration")
+        assert 0.5 < duration < 30, duration
+        href = await rtc.get_attribute(".recording-row [data-action=download]", "href")
+        assert href == f"/recordings/{name}"
+
+        await rtc.click(".recording-row [data-action=delete]")  # arms it
+        assert await rtc.inner_text(".recording-row [data-action=delete]") == "Delete?"
+        assert (server.recordings / name).is_file()
+        await rtc.click(".recording-row [data-action=delete]")
+        await until(rtc, "document.querySelectorAll('.recording-row').length === 0")
+        assert await rtc.is_hidden(".recording-player")
+        assert not (server.recordings / name).exists()
+        assert "No recordings" in await rtc.inner_text(".recordings-message")
+        assert page_errors(rtc) == [] and page_errors(mjpeg) == []
