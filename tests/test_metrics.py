@@ -146,3 +146,28 @@ async def test_each_app_has_its_own_registry() -> None:
     config = load_config(["--source", "testpattern"], env={})
     first, second = create_app(config), create_app(config)
     assert first[METRICS].registry is not second[METRICS].registry
+
+
+async def test_recording_state_and_bytes(server, http) -> None:
+    metrics = await scrape(http, server.url)
+    assert value(metrics, "camcast_recording") == 0
+    assert value(metrics, "camcast_recording_bytes") == 0
+    async with http.post(server.url + "api/record/start") as response:
+        assert response.status == 200, await response.text()
+    try:
+        deadline = asyncio.get_running_loop().time() + 20
+        while True:  # the file grows as the writer thread writes fragments
+            metrics = await scrape(http, server.url)
+            if value(metrics, "camcast_recording_bytes") > 0:
+                break
+            assert asyncio.get_running_loop().time() < deadline, metrics.get("camcast_recording_bytes")
+            await asyncio.sleep(0.1)
+        assert value(metrics, "camcast_recording") == 1
+        assert value(metrics, "camcast_recording_files", "camcast_recording_files_total") == 1
+        assert value(metrics, "camcast_encoder_running", encoder="h264") == 1
+    finally:
+        async with http.post(server.url + "api/record/stop") as response:
+            assert response.status == 200
+    metrics = await scrape(http, server.url)
+    assert value(metrics, "camcast_recording") == 0
+    assert value(metrics, "camcast_recorder_dropped", "camcast_recorder_dropped_total") >= 0

@@ -8,7 +8,7 @@ latency the players report over the data channel (`{"type":"latency","ms":N}`) i
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from aiohttp import web
@@ -28,6 +28,7 @@ from camcast.appkeys import CONTROL, STREAM
 from camcast.auth import TOKEN_GUARD
 from camcast.control import ControlError, Message
 from camcast.histogram import LATENCY_SECONDS_BUCKETS, Histogram, HistogramSnapshot
+from camcast.recorder import RECORDER, Recorder
 from camcast.stream import Stream
 
 MAX_LATENCY_MS = 60_000.0  # more than a minute is a broken clock, not a latency
@@ -62,11 +63,9 @@ def _histogram(family: HistogramMetricFamily, labels: list[str], snap: Histogram
 class PipelineCollector(Collector):
     """Reads the stream, encoders, hubs and viewers of one app whenever Prometheus scrapes."""
 
-    def __init__(self, app: web.Application, latency: DisplayLatency,
-                 recording: Callable[[], dict[str, Any] | None]) -> None:
+    def __init__(self, app: web.Application, latency: DisplayLatency) -> None:
         self._app = app
         self._latency = latency
-        self._recording = recording
 
     def describe(self) -> list[Metric]:
         return []  # no up-front collect: the app may not be running when the registry is built
@@ -78,7 +77,9 @@ class PipelineCollector(Collector):
         info.add_metric([], {"version": __version__})
         yield info
         yield from self._stream_metrics(stream)
-        yield from self._recording_metrics(stream.settings.name)
+        recorder = app.get(RECORDER)
+        if recorder is not None:
+            yield from self._recording_metrics(stream.settings.name, recorder)
         peers = GaugeMetricFamily("camcast_control_peers", "Peers attached to the control channel")
         peers.add_metric([], app[CONTROL].peer_count)
         yield peers
@@ -154,31 +155,28 @@ class PipelineCollector(Collector):
         rejected.add_metric([name], self._latency.rejected)
         yield from (latency, rejected)
 
-    def _recording_metrics(self, name: str) -> Iterator[Metric]:
-        state = self._recording()
-        if state is None:
-            return  # no recorder in this app
+    def _recording_metrics(self, name: str, recorder: Recorder) -> Iterator[Metric]:
         s = ["stream"]
         recording = GaugeMetricFamily("camcast_recording", "1 while recording", labels=s)
-        recording.add_metric([name], 1 if state.get("recording") else 0)
-        written = CounterMetricFamily("camcast_recording_bytes_written", "Bytes written to recordings",
-                                      labels=s)
-        written.add_metric([name], state.get("bytes_written", 0))
-        count = CounterMetricFamily("camcast_recordings_started", "Recordings started", labels=s)
-        count.add_metric([name], state.get("recordings_started", 0))
-        yield from (recording, written, count)
-
-
-def _no_recorder() -> dict[str, Any] | None:
-    return None
+        recording.add_metric([name], 1 if recorder.recording else 0)
+        # The writer thread updates the open file's size as it writes: live, read without blocking.
+        written = GaugeMetricFamily("camcast_recording_bytes", "Bytes written to the file being "
+                                    "recorded (0 when stopped)", labels=s)
+        written.add_metric([name], sum(size for _, _, size in recorder.active_files().values()))
+        files = CounterMetricFamily("camcast_recording_files", "Recording files opened (segments "
+                                    "included)", labels=s)
+        files.add_metric([name], recorder.files_written)
+        dropped = CounterMetricFamily("camcast_recorder_dropped", "Packets the recorder lost (each "
+                                      "waits for a keyframe)", labels=s)
+        dropped.add_metric([name], recorder.dropped)
+        yield from (recording, written, files, dropped)
 
 
 class AppMetrics:
-    def __init__(self, app: web.Application,
-                 recording: Callable[[], dict[str, Any] | None] = _no_recorder) -> None:
+    def __init__(self, app: web.Application) -> None:
         self.latency = DisplayLatency()
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(PipelineCollector(app, self.latency, recording))
+        self.registry.register(PipelineCollector(app, self.latency))
 
 
 METRICS = web.AppKey("metrics", AppMetrics)
@@ -191,10 +189,9 @@ async def metrics_handler(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": content_type, "Cache-Control": "no-store"})
 
 
-def add_metrics(app: web.Application,
-                recording: Callable[[], dict[str, Any] | None] = _no_recorder) -> AppMetrics:
+def add_metrics(app: web.Application) -> AppMetrics:
     """GET /metrics, and the data channel's "latency" messages feeding its histogram."""
-    metrics = AppMetrics(app, recording)
+    metrics = AppMetrics(app)
     app[METRICS] = metrics
     app[CONTROL].register("latency", metrics.latency.handle)
     app.router.add_get("/metrics", metrics_handler)
