@@ -122,6 +122,9 @@ class Peer:
                     return
                 continue
             silent = await self._report_silence()
+            if silent is None and self.track.first_packet_at is not None:
+                # No report yet: every receiver sends them (RFC 3550), so count from the first packet.
+                silent = time.monotonic() - self.track.first_packet_at
             if silent is not None and silent > self.peer_timeout:
                 self._spawn(self.close(f"no receiver reports for {silent:.0f} s"), f"close-{self.id}")
                 return
