@@ -123,6 +123,24 @@ async def test_transport_mjpeg_never_offers(server: ServerProcess, chromium) -> 
         assert unexpected(failed) == []
 
 
+async def test_transport_webrtc_never_falls_back(server: ServerProcess, chromium) -> None:
+    async with open_page(chromium, server.url) as page:
+        offers: list[str] = []
+        page.on("request", lambda r: offers.append(r.url) if r.url.endswith("/offer") else None)
+        await page.route("**/offer", fail_offer(500))
+        await page.goto(server.url + "?transport=webrtc")
+        await until(page, "window.camcast.state === 'reconnecting'")
+        # It keeps trying WebRTC and never opens the MJPEG stream.
+        deadline = time.monotonic() + WAIT
+        while len(offers) < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        assert len(offers) >= 2
+        assert await page.get_attribute("#mjpeg", "src") is None
+        assert (await readings(page))["transport"] is None
+        assert "reconnecting" in await page.inner_text("#notice")
+        assert (await asyncio.to_thread(server.status))["viewers"]["mjpeg"] == 0
+
+
 async def test_stamp_reader_reads_the_servers_capture_time(server: ServerProcess, chromium) -> None:
     # The snapshot carries its capture time as a header: the page's reader must find it in the pixels.
     async with open_page(chromium, server.url) as page:
