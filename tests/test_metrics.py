@@ -16,6 +16,7 @@ from camcast.appkeys import CONTROL, STREAM
 from camcast.config import load_config
 from camcast.metrics import METRICS
 from support.mjpeg import collect, open_mjpeg
+from support.webrtc_viewer import Viewer
 
 Scrape = dict[str, list[Sample]]  # metric family name -> its samples
 
@@ -35,6 +36,11 @@ def value(metrics: Scrape, family: str, sample: str | None = None, **labels: str
              if s.name == name and labels.items() <= s.labels.items()]
     assert len(found) == 1, (family, name, labels, metrics.get(family))
     return found[0]
+
+
+def total(metrics: Scrape, family: str, **labels: str) -> float:
+    """A counter's value (its sample carries the `_total` suffix)."""
+    return value(metrics, family, family + "_total", **labels)
 
 
 async def test_metrics_parse_and_grow_while_an_mjpeg_client_watches(server, http) -> None:
@@ -171,3 +177,40 @@ async def test_recording_state_and_bytes(server, http) -> None:
     metrics = await scrape(http, server.url)
     assert value(metrics, "camcast_recording") == 0
     assert value(metrics, "camcast_recorder_dropped", "camcast_recorder_dropped_total") >= 0
+
+
+async def test_webrtc_viewers_and_their_latency_reports(start_server, http, loopback_ice) -> None:
+    # With a token, as a deployed server runs: the player's /offer and a WHEP player, both by header.
+    server = start_server("--token", "rtc-token")
+    auth = {"Authorization": "Bearer rtc-token"}
+    player = Viewer(server.url, read_stamps=False, headers=auth)
+    whep = Viewer(server.url, read_stamps=False, control=False, headers=auth)
+    try:
+        await player.connect(http)
+        await whep.connect(http, via="whep")
+        await player.wait_open()
+        await player.wait_frames(5, timeout=20)
+        await whep.wait_frames(5, timeout=20)
+        for ms in (35, 80):
+            player.send(f'{{"type":"latency","ms":{ms}}}')
+        player.send('{"type":"latency","ms":-3}')  # a client with a broken clock: refused
+        assert (await player.next_message())["type"] == "error"
+        player.send('{"type":"ping","t":1}')  # replies come in order: the reports are handled
+        assert (await player.next_message())["type"] == "pong"
+
+        async with http.get(server.url + "metrics", headers=auth) as response:
+            text = await response.text()
+        metrics = {f.name: f.samples for f in text_string_to_metric_families(text)}
+        family = "camcast_display_latency_seconds"
+        assert value(metrics, family, family + "_count") == 2
+        assert value(metrics, family, family + "_sum") == pytest.approx(0.115)
+        assert total(metrics, "camcast_latency_reports_rejected") == 1
+        assert value(metrics, "camcast_viewers", kind="webrtc") == 2
+        assert value(metrics, "camcast_bytes_sent", "camcast_bytes_sent_total", kind="webrtc") > 0
+        assert value(metrics, "camcast_control_peers") == 1
+        encoders = [e for e in ("h264", "vp8") if value(metrics, "camcast_encoder_running", encoder=e)]
+        assert encoders
+        assert value(metrics, "camcast_encode_seconds", "camcast_encode_seconds_count", encoder=encoders[0])
+    finally:
+        await player.close()
+        await whep.close()
