@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import re
 from unittest import mock
 
 import aiohttp
@@ -159,3 +160,18 @@ def test_exposure_warning_rules() -> None:
     assert exposure_warning("0.0.0.0", TOKEN) is None
     assert exposure_warning("0.0.0.0", "") is not None
     assert exposure_warning("::", "") is not None
+
+
+def test_player_never_builds_html_from_strings() -> None:
+    # Recording names, error messages and the like reach the page as text only (textContent).
+    from camcast.webclient import client_root
+
+    sinks = ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function")
+    for script in sorted(client_root().glob("*.js")):
+        source = script.read_text()
+        for sink in sinks:
+            assert sink not in source, f"{script.name} uses {sink}"
+    page = (client_root() / "index.html").read_text()
+    # The CSP forbids inline script: no <script> bodies, no on...= handler attributes.
+    assert not re.search(r"<script(?![^>]*\bsrc=)", page)
+    assert not re.search(r"\son[a-z]+\s*=", page)
