@@ -106,6 +106,11 @@ class Player {
       // Frames are not painted while hidden; do not take that for a stall.
       if (document.visibilityState === "visible") this.lastFrameAt = performance.now();
     });
+    // Leaving the page: say goodbye so the server frees this viewer now, not at its timeout.
+    window.addEventListener("pagehide", () => {
+      for (const session of [this.active, this.attempt]) if (session) session.close();
+      this.mjpeg.stop();
+    });
     api.onTokenChange(() => {
       if (!this.active && this.mode !== "mjpeg") this.scheduleRetry(0);
     });
