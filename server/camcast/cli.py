@@ -111,10 +111,10 @@ def _url(config: Config, sock: socket.socket, tls: bool = False) -> str:
 
 async def serve(config: Config, sock: socket.socket, tls: ssl.SSLContext | None = None) -> None:
     app = create_app(config)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
     # A short shutdown timeout: endless MJPEG responses are ended on shutdown anyway.
-    site = web.SockSite(runner, sock, shutdown_timeout=1.0, ssl_context=tls)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+    await runner.setup()
+    site = web.SockSite(runner, sock, ssl_context=tls)
     await site.start()
     url = _url(config, sock, tls is not None)
     print(f"camcast: serving {config.source} {config.size}@{config.fps:g} at {url}", flush=True)
