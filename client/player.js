@@ -111,6 +111,10 @@ class Player {
       for (const session of [this.active, this.attempt]) if (session) session.close();
       this.mjpeg.stop();
     });
+    // Back from the back/forward cache with its connections closed: start afresh.
+    window.addEventListener("pageshow", (event) => {
+      if (event.persisted) location.reload();
+    });
     api.onTokenChange(() => {
       if (!this.active && this.mode !== "mjpeg") this.scheduleRetry(0);
     });
@@ -160,7 +164,10 @@ class Player {
       });
       await Promise.race([firstFrame(video), lost,
         timeout(deadline - performance.now(), "no video frame in time")]);
-      if (this.attempt !== session) return; // superseded meanwhile
+      if (this.attempt !== session) {
+        session.close(); // abandoned meanwhile (the page is going away)
+        return;
+      }
       this.attempt = null;
       this.showWebRtc(session);
     } catch (error) {
