@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import logging
+import socket
 from collections.abc import Callable, Iterator, Sequence
 
 import aioice.ice
@@ -57,6 +58,11 @@ def offered_host_addresses(addresses: Sequence[str]) -> Iterator[None]:
     if not addresses:
         yield
         return
+    for address in addresses:
+        problem = _bind_problem(address)
+        if problem:
+            log.warning("--ice-address %s cannot be used (%s): ICE binds its host candidates to it, so "
+                        "it must be an address of this machine", address, problem)
     original = aioice.ice.get_host_addresses
     aioice.ice.get_host_addresses = fixed_host_addresses(addresses)
     log.info("ICE host candidates: %s", ", ".join(addresses))
@@ -64,3 +70,13 @@ def offered_host_addresses(addresses: Sequence[str]) -> Iterator[None]:
         yield
     finally:
         aioice.ice.get_host_addresses = original
+
+
+def _bind_problem(address: str) -> str | None:
+    family = socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.bind((address, 0))
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
