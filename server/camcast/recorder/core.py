@@ -76,7 +76,7 @@ class Recorder:
         self.min_free_ratio = settings.min_free_ratio
         self.library = Library(settings.folder)
         self._notify = notify
-        self._create = create
+        self.create = create  # makes each file: exclusive, never overwriting (replaceable in tests)
         self._lock = asyncio.Lock()
         self._folder_lock = threading.Lock()
         self._run: _Run | None = None
@@ -139,12 +139,12 @@ class Recorder:
             info = run.current
             return {"state": "recording", "name": info.name, "started": iso_utc(info.started_us),
                     "elapsed": round(max(0, now_us() - info.started_us) / 1e6, 1),
-                    "bytes": info.bytes, "error": None}
+                    "bytes": info.bytes, "frames": info.frames, "error": None}
         last = self._last
         return {"state": "stopped", "name": last.name if last else None,
                 "started": iso_utc(last.started_us) if last else None,
                 "elapsed": round(last.duration, 1) if last else 0, "bytes": last.bytes if last else 0,
-                "error": self._error}
+                "frames": last.frames if last else 0, "error": self._error}
 
     def message(self) -> Message:
         """The data-channel form: {"type": "record", "state", "name", "started", ...}."""
@@ -245,7 +245,7 @@ class Recorder:
         return disk_problem(self.settings.folder, self.min_free_bytes, self.min_free_ratio)
 
     def _open_sink(self, job: Job) -> Sink:
-        return self.feed.open_sink(self.settings.folder, job, self._create)
+        return self.feed.open_sink(self.settings.folder, job, self.create)
 
     def _after_close(self, info: FileInfo) -> None:  # writer thread
         self.library.remember(info.path, info.started_us, info.duration)

@@ -78,23 +78,49 @@ class Sink(Protocol):
 
 
 class SyncedFile:
-    """The raw file PyAV writes into: counts bytes, and fdatasyncs new data about once a second."""
+    """The raw file PyAV writes into: counts bytes, fdatasyncs new data about once a second, and
+    after a failed write cuts the file back to its last complete fragment (`rollback`).
+
+    The muxer never seeks back in a fragmented file, so the count of bytes written is the offset.
+    """
 
     def __init__(self, raw: BinaryIO) -> None:
         self._raw = raw
         self.written = 0
+        self.good = 0  # where the file last ended on a complete box
+        self.broken = False
         self._synced = 0
         self._last_sync = time.monotonic()
 
     def write(self, data: bytes | memoryview) -> int:
+        if self.broken:  # nothing more after a failure: a later write must not leave half a box
+            raise OSError(errno.EIO, "an earlier write to this file failed")
         view = memoryview(data)
-        while view:  # a raw file may write less than asked
-            n = self._raw.write(view)
-            if not n:
-                raise OSError(errno.EIO, "the file accepted no data")
-            self.written += n
-            view = view[n:]
+        try:
+            while view:  # a raw file may write less than asked
+                n = self._raw.write(view)
+                if not n:
+                    raise OSError(errno.EIO, "the file accepted no data")
+                self.written += n
+                view = view[n:]
+        except BaseException:
+            self.broken = True
+            raise
         return len(data)
+
+    def mark_good(self) -> None:
+        self.good = self.written
+
+    def rollback(self) -> None:
+        """Cut a half-written fragment off (truncating frees space, so it works on a full disk)."""
+        if not self.broken or self.written == self.good:
+            return
+        try:
+            os.ftruncate(self._raw.fileno(), self.good)
+            self._raw.seek(self.good)
+            self.written = self.good
+        except (AttributeError, OSError, ValueError):
+            pass
 
     def sync(self, force: bool = False) -> None:
         if self.written == self._synced:
@@ -162,13 +188,22 @@ class Fmp4Sink:
         packet.time_base = TIME_BASE
         packet.is_keyframe = job.keyframe
         packet.stream = self._stream
-        self._container.mux(packet)
+        try:
+            self._container.mux(packet)
+        except BaseException:
+            self._file.rollback()
+            raise
+        # Each mux call hands the OS whole fragments only (flush_packets): the file ends cleanly here.
+        self._file.mark_good()
         self._file.sync()
 
     def close(self) -> None:
         try:
             self._container.close()  # the last fragment and the mfra index
             self._file.sync(force=True)
+        except BaseException:
+            self._file.rollback()
+            raise
         finally:
             self._file.close()
 

@@ -109,8 +109,9 @@ def apply_retention(folder: Path, keep_days: float, max_bytes: int, is_active: C
                     lock: threading.Lock, now: float | None = None) -> list[str]:
     """Delete the oldest finished recordings: older than `keep_days`, then beyond `max_bytes`.
 
-    Only files named like recordings are candidates, never the one being written (`is_active`);
-    `lock` is the one the writer holds while it creates a file.
+    Only files named like recordings are candidates, never the one being written (`is_active`)
+    and never, for the size limit, the newest one: a recording larger than the limit is not lost
+    the moment it ends. `lock` is the one the writer holds while it creates a file.
     """
     if keep_days <= 0 and max_bytes <= 0:
         return []
@@ -121,7 +122,7 @@ def apply_retention(folder: Path, keep_days: float, max_bytes: int, is_active: C
         total = sum(f.bytes for f in files)
         for f in files:  # oldest first
             too_old = keep_days > 0 and now - f.mtime > keep_days * 86400
-            too_big = max_bytes > 0 and total > max_bytes
+            too_big = max_bytes > 0 and total > max_bytes and f is not files[-1]
             if not (too_old or too_big) or is_active(f.name) or f.path.is_symlink():
                 continue
             try:

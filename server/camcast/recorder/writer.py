@@ -31,6 +31,7 @@ class FileInfo:
     started_us: int
     bytes: int = 0
     duration: float = 0.0
+    frames: int = 0
 
     @property
     def name(self) -> str:
@@ -137,6 +138,7 @@ class WriterThread:
                 if sink is None or info is None:
                     continue
                 sink.write(job)
+                info.frames += 1
                 info.bytes, info.duration = sink.bytes_written, sink.duration
                 if time.monotonic() >= next_check:
                     next_check = time.monotonic() + DISK_CHECK_INTERVAL
