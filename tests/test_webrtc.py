@@ -19,9 +19,13 @@ from typing import Any
 import aiohttp
 import pytest
 import pytest_asyncio
+from aiortc.mediastreams import MediaStreamError
 
 from camcast.config import ConfigError, parse_ice_server
+from camcast.frames import EncodedPacket
+from camcast.hub import Hub
 from camcast.webrtc.iceconfig import fixed_host_addresses, link_headers, rtc_configuration
+from camcast.webrtc.track import PacketTrack
 from support.loopback import candidate_addresses
 from support.server import ServerProcess, clean_env, launch
 from support.webrtc_viewer import OfferRejected, Viewer
@@ -313,3 +317,60 @@ def test_fixed_host_addresses_respect_the_address_family() -> None:
     assert get(True, True) == ["127.0.0.1", "::1", "192.0.2.7"]
     assert get(True, False) == ["127.0.0.1", "192.0.2.7"]
     assert get(False, True) == ["::1"]
+
+
+# -- the per-peer track, on its own (no network) --------------------------------------------------
+
+class _Payload:
+    """Stands in for an av.Packet: the track only reads its size and hands it on."""
+
+    def __init__(self, seq: int) -> None:
+        self.seq = seq
+        self.size = 100
+
+
+def _packet(seq: int, key: bool = False, generation: int = 1) -> EncodedPacket:
+    return EncodedPacket(_Payload(seq), "h264", key, seq, seq * 33_000, 320, 240, generation)
+
+
+async def test_track_starts_on_a_keyframe_and_resyncs_after_a_gap() -> None:
+    hub: Hub[EncodedPacket] = Hub("packets")
+    requests: list[float] = []
+    track = PacketTrack(hub, lambda: requests.append(time.monotonic()) is None, queue_frames=4)
+    try:
+        first = asyncio.ensure_future(track.recv())
+        await asyncio.sleep(0)  # recv subscribed, and asked for a keyframe: a new peer
+        assert hub.subscriber_count == 1 and len(requests) == 1
+        for seq, key in [(1, False), (2, False), (3, True), (4, False)]:
+            hub.publish(_packet(seq, key))
+        assert (await first).seq == 3  # everything before the first keyframe is skipped
+        assert (await track.recv()).seq == 4 and track.skipped == 2
+
+        for seq in range(5, 11):  # the peer falls behind: its queue of 4 drops 5 and 6
+            hub.publish(_packet(seq))
+        resumed = asyncio.ensure_future(track.recv())
+        await asyncio.sleep(0)
+        assert not resumed.done() and track.resyncs == 1 and len(requests) == 2  # asked for a keyframe
+        hub.publish(_packet(11, key=True))
+        assert (await resumed).seq == 11 and track.dropped == 2 and track.skipped == 2 + 4
+
+        hub.publish(_packet(12, generation=2))  # the encoder restarted: wait for its first keyframe
+        hub.publish(_packet(13, key=True, generation=2))
+        assert (await track.recv()).seq == 13
+        assert track.frames_sent == 4 and track.keyframes_sent == 3
+    finally:
+        track.stop()  # ends a pending recv() whatever happened
+    assert hub.subscriber_count == 0  # left the hub: the encoder may stop
+    with pytest.raises(MediaStreamError):
+        await track.recv()
+
+
+async def test_track_ends_when_the_hub_closes() -> None:
+    hub: Hub[EncodedPacket] = Hub("packets")
+    track = PacketTrack(hub, lambda: True)
+    pending = asyncio.ensure_future(track.recv())
+    await asyncio.sleep(0)
+    hub.close()
+    with pytest.raises(MediaStreamError):
+        await pending
+    assert track.readyState == "ended"

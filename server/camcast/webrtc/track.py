@@ -102,6 +102,7 @@ class PacketTrack(MediaStreamTrack):
             return
         self.resyncs += 1
         self._awaiting_keyframe = True
+        self._last_request = -1e9  # ask at once, not after the retry interval
 
     def _sent(self, item: EncodedPacket) -> Any:
         packet = item.packet
