@@ -88,7 +88,7 @@ def assert_good_recording(rec: Recording, wall: float | None = None, written: in
         # About every capture between the first and the last frame is there. Generous: on a busy
         # shared machine the capture or the shared encoder may skip frames (bench/ measures it).
         span = (rec.stamps[-1] - rec.stamps[0]) / 1e6
-        assert span * FPS * 0.6 <= len(rec.times) <= span * FPS + 1.5
+        assert span * FPS * 0.6 <= len(rec.times) <= span * FPS + 3  # + a late first capture
     assert len(rec.times) <= rec.duration * FPS * 1.05 + 1
     if wall is not None:
         assert rec.duration == pytest.approx(wall, rel=0.10)

@@ -119,11 +119,21 @@ class Recorder:
         return self._run is not None and self._run.current is not None
 
     def active_name(self) -> str | None:
+        """The file being written now (None while stopped)."""
         run = self._run
         if run is None:
             return None
         current = run.writer.current or run.current
         return current.name if current else None
+
+    def is_active(self, name: str) -> bool:
+        # Any writer that has not ended yet, including one still finalizing after a stop.
+        # Called from threads too: it only reads references.
+        for writer in list(self._runs):
+            current = writer.current
+            if current is not None and current.name == name:
+                return True
+        return self.active_name() == name
 
     def active_files(self) -> dict[str, tuple[int, float, int]]:
         run = self._run
@@ -253,10 +263,7 @@ class Recorder:
 
     def _apply_retention(self) -> list[str]:
         s = self.settings
-        return apply_retention(s.folder, s.keep_days, s.max_bytes, self._is_active, self._folder_lock)
-
-    def _is_active(self, name: str) -> bool:
-        return self.active_name() == name
+        return apply_retention(s.folder, s.keep_days, s.max_bytes, self.is_active, self._folder_lock)
 
     async def _retention_loop(self) -> None:
         loop = asyncio.get_running_loop()

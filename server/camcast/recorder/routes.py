@@ -79,7 +79,7 @@ async def download_recording(request: web.Request) -> web.StreamResponse:
 async def delete_recording(request: web.Request) -> web.Response:
     recorder = request.app[RECORDER]
     name = _name(request)
-    if recorder.active_name() == name:
+    if recorder.is_active(name):
         raise web.HTTPConflict(text="this recording is being written; stop it first\n")
     loop = asyncio.get_running_loop()
     path = await loop.run_in_executor(None, resolve, recorder.library.folder, name)
