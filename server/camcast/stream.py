@@ -58,7 +58,8 @@ class Stream:
                 pass
 
     def _publish(self, frame: Frame) -> None:
-        self.fps_meter.tick()
+        if frame.live:  # the measured rate is the source's, not the "no signal" ticker's
+            self.fps_meter.tick()
         self.frames.publish(frame)
 
     async def start_capture(self) -> None:
