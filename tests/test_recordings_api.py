@@ -15,6 +15,7 @@ from typing import Any
 import av
 import pytest
 
+from camcast.recorder.naming import create_unique
 from support.server import ServerProcess, camcast_command, clean_env, launch
 
 StartServer = Callable[..., ServerProcess]
@@ -189,3 +190,15 @@ def test_unauthenticated_requests_never_touch_files(tmp_path: Path) -> None:
         server.terminate()
     assert not any(p.suffix == ".mp4" and p.stat().st_size > 100 for p in server.recordings.iterdir())
     assert os.path.isdir(server.recordings)
+
+
+def test_names_are_never_reused(tmp_path: Path) -> None:
+    start_us = 1_700_000_000_123_456
+    paths = []
+    for _ in range(3):
+        path, handle = create_unique(tmp_path, start_us, "mp4")
+        handle.write(b"x")
+        handle.close()
+        paths.append(path.name)
+    assert paths == ["2023-11-14T22-13-20Z.mp4", "2023-11-14T22-13-20Z-1.mp4", "2023-11-14T22-13-20Z-2.mp4"]
+    assert all((tmp_path / name).read_bytes() == b"x" for name in paths)

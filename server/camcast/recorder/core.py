@@ -171,14 +171,14 @@ class Recorder:
     # -- commands ----------------------------------------------------------------------------------
     async def start(self) -> dict[str, Any]:
         """Start recording (idempotent: while recording, answer the current state)."""
+        press_us = now_us()
         async with self._lock:
             if self._run is not None:
                 return self.state()
             loop = asyncio.get_running_loop()
-            problem = disk_problem(self.settings.folder, self.min_free_bytes, self.min_free_ratio)
-            if problem:  # one statvfs: cheap, and it saves a doomed start
+            problem = await loop.run_in_executor(None, self._disk_problem)
+            if problem:  # refuse a doomed start before touching anything
                 raise RecordError(problem)
-            press_us = now_us()
             backlog = self.feed.max_pending + (len(self._preroll) if self._preroll is not None else 0)
             writer = WriterThread(loop, self, self._open_sink, self._disk_problem, self._folder_lock,
                                   self._after_close, backlog)
@@ -356,10 +356,9 @@ class Recorder:
         first = run.current is None
         run.current = info
         self.files_written += 1
-        if first:
-            if not run.opened.done():
-                run.opened.set_result(info)
-        elif self._run is run:
+        if first and not run.opened.done():
+            run.opened.set_result(info)
+        elif self._run is run:  # a new segment (or a start whose caller stopped waiting)
             self._broadcast()  # a new segment: viewers see the new name
 
     def writer_closed(self, writer: WriterThread, info: FileInfo) -> None:
