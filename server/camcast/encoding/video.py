@@ -80,6 +80,7 @@ class SharedVideoEncoder:
         self._first_us: int | None = None
         self._last_pts = -1
         self._force_keyframe = False
+        self._keyframe_deferred = False
         self._last_forced = 0.0
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"camcast-{codec}")
         self._worker = LazyWorker(f"{codec}-encoder", output, self._run)
@@ -93,18 +94,34 @@ class SharedVideoEncoder:
         """How often the encoder started (lazily, on a first subscriber) since the app began."""
         return self._worker.starts
 
-    def force_keyframe(self) -> bool:
+    def force_keyframe(self, urgent: bool = False) -> bool:
         """Ask for an IDR on the next frame (new peer, PLI/FIR, recording start); rate-limited.
 
-        Returns True when the request was taken, False when a keyframe was forced very recently
-        (that keyframe serves this request too).
+        Requests within KEYFRAME_REQUEST_MIN_INTERVAL of the last forced keyframe are merged into
+        one deferred keyframe at the end of that window, so many peers joining at once cost one
+        IDR and none of them waits for the regular keyframe interval. `urgent` (a recording
+        start, which must begin at the press) skips the window. Returns True when a keyframe is
+        due on the next frame.
         """
         now = time.monotonic()
-        if now - self._last_forced < KEYFRAME_REQUEST_MIN_INTERVAL:
-            return False
-        self._last_forced = now
-        self._force_keyframe = True
-        return True
+        if self._force_keyframe:
+            return True
+        if urgent or now - self._last_forced >= KEYFRAME_REQUEST_MIN_INTERVAL:
+            self._last_forced = now
+            self._force_keyframe = True
+            return True
+        self._keyframe_deferred = True
+        return False
+
+    def _take_keyframe_request(self) -> bool:
+        if not self._force_keyframe and self._keyframe_deferred and (
+            time.monotonic() - self._last_forced >= KEYFRAME_REQUEST_MIN_INTERVAL
+        ):
+            self._keyframe_deferred = False
+            self._last_forced = time.monotonic()
+            return True
+        taken, self._force_keyframe = self._force_keyframe, False
+        return taken
 
     # -- encoder thread ---------------------------------------------------------------------
     def _encode(self, frame: Frame) -> list[EncodedPacket]:
@@ -124,8 +141,7 @@ class SharedVideoEncoder:
         self._last_pts = pts
         picture.pts = pts
         picture.time_base = VIDEO_TIME_BASE
-        if self._force_keyframe:
-            self._force_keyframe = False
+        if self._take_keyframe_request():
             picture.pict_type = PictureType.I
         try:
             packets = ctx.encode(picture)

@@ -50,7 +50,7 @@ class PacketFeed:
     kind = "mp4"
     supports_preroll = True
 
-    def __init__(self, packets: Hub[EncodedPacket], force_keyframe: Callable[[], bool], fps: float,
+    def __init__(self, packets: Hub[EncodedPacket], force_keyframe: Callable[..., bool], fps: float,
                  backlog_seconds: float = 10.0) -> None:
         self._packets = packets
         self._force_keyframe = force_keyframe
@@ -68,7 +68,9 @@ class PacketFeed:
         return item.generation
 
     def request_keyframe(self) -> None:
-        self._force_keyframe()  # rate-limited by the encoder: cheap to call on every packet
+        # Urgent: a recording begins at the press, not after the peers' keyframe rate limit.
+        # Cheap to call on every packet until the keyframe comes: a pending request is reused.
+        self._force_keyframe(urgent=True)
 
     def job(self, item: EncodedPacket) -> PacketJob:
         # bytes() copies the access unit: the writer thread then owns what it writes.
