@@ -40,6 +40,7 @@ def plan_offer(text: str, codec_setting: str) -> OfferPlan:
         raise OfferError(400, f"the offer is not valid SDP ({type(exc).__name__})") from None
     if not description.media:
         raise OfferError(400, "the offer has no media sections (m= lines)")
+    _check_bundle(description)
     video = next((m for m in description.media if m.kind == "video"), None)
     if video is None:
         raise OfferError(422, "the offer has no video m-line; add a recvonly video transceiver")
@@ -62,6 +63,19 @@ def plan_offer(text: str, codec_setting: str) -> OfferPlan:
         reason = (f"this server sends {CODEC_NAMES[codec_setting]} only (--codec {codec_setting}) "
                   f"and the offer lacks it; offered: {', '.join(offered)}")
     raise OfferError(422, reason)
+
+
+def _check_bundle(description: sdp.SessionDescription) -> None:
+    """A BUNDLE group must start with a media section the offer has.
+
+    aiortc moves every bundled section onto the first one's transport; when that section does not
+    exist the others are left without one, and the peer cannot be answered, connected or closed.
+    """
+    mids = {str(m.rtp.muxId) for m in description.media if m.rtp.muxId is not None}
+    for group in description.group:
+        if group.semantic == "BUNDLE" and group.items and str(group.items[0]) not in mids:
+            raise OfferError(400, f"the offer's BUNDLE group starts with {str(group.items[0])[:40]!r}, "
+                             "which is not the mid of any of its media sections")
 
 
 def codec_preferences(codec: str) -> list[RTCRtpCodecCapability]:
