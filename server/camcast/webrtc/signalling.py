@@ -16,6 +16,7 @@ from camcast.webrtc.offer import OfferError
 from camcast.webrtc.registry import PEERS
 
 SDP = "application/sdp"
+JSON = "application/json"
 _NO_STORE = {"Cache-Control": "no-store"}
 
 
@@ -41,6 +42,8 @@ def _remote(request: web.Request) -> str:
 
 async def offer_handler(request: web.Request) -> web.Response:
     """POST /offer: {"sdp": ..., "type": "offer"} → {"sdp": ..., "type": "answer", "id": ...}."""
+    if request.content_type != JSON:
+        return _fail(415, f"an offer is POSTed as JSON with Content-Type: {JSON}", {"Accept-Post": JSON})
     try:
         text = await _body_text(request)
         try:
