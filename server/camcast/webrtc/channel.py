@@ -1,8 +1,9 @@
 """The `control` data channel of one peer: JSON text in, replies and broadcasts out.
 
-Messages go through one bounded inbox and one worker per peer, so replies keep their order and a
-flooding client can only fill its own inbox. Anything a client sends that is not a JSON object with
-a known `type` gets an `error` reply; nothing it sends can raise out of here.
+Messages go through a per-peer token bucket, then one bounded inbox and one worker per peer, so
+replies keep their order and a flooding client only ever costs its own share: messages over the rate
+are dropped, with one `error` ("rate limited") a second to say so. Anything a client sends that is
+not a JSON object with a known `type` gets an `error` reply; nothing it sends can raise out of here.
 """
 
 from __future__ import annotations
@@ -12,17 +13,22 @@ import contextlib
 import json
 import logging
 import math
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiortc import RTCDataChannel, RTCSctpTransport
 
 from camcast.control import ControlBus, Message, error
+from camcast.ratelimit import TokenBucket
 
 log = logging.getLogger("camcast.webrtc")
 
 CONTROL_LABEL = "control"
-INBOX_SIZE = 32
+RATE = 50.0  # messages a second from one peer, on average
+BURST = 100  # messages at once (a player sends a few a second)
+RATE_NOTICE_INTERVAL = 1.0  # s: one "rate limited" reply per interval, however many were dropped
+INBOX_SIZE = 128  # more than a burst: the bucket limits a flood, the inbox only a slow handler
 MAX_MESSAGE_CHARS = 16 * 1024
 MAX_BUFFERED_BYTES = 256 * 1024  # a peer that stops reading its channel stops getting messages
 _WEBRTC_STRING = 51  # SCTP payload protocol id of a text message (RFC 8831)
@@ -32,7 +38,11 @@ class _InvalidText:
     """A text message whose bytes are not UTF-8 (stands in for it in the inbox)."""
 
 
-Incoming = str | bytes | _InvalidText
+class _TooLong:
+    """A message over MAX_MESSAGE_CHARS (stands in for it: the inbox never holds big messages)."""
+
+
+Incoming = str | bytes | _InvalidText | _TooLong
 
 
 class ControlChannel:
@@ -43,11 +53,13 @@ class ControlChannel:
         self._on_message = on_message  # sees every well-formed message first (per-peer bookkeeping)
         self._channel: RTCDataChannel | None = None
         self._inbox: asyncio.Queue[Incoming] = asyncio.Queue(INBOX_SIZE)
+        self._bucket = TokenBucket(RATE, BURST)
+        self._last_notice = -1e9
         self._worker: asyncio.Task[None] | None = None
         self._closed = False
         self.received = 0
         self.errors = 0  # error replies sent
-        self.dropped_in = 0  # messages dropped because the inbox was full
+        self.dropped_in = 0  # messages dropped: over the rate, or the inbox was full
         self.dropped_out = 0  # messages not sent because the peer was not reading
 
     @property
@@ -98,10 +110,25 @@ class ControlChannel:
         if channel is not self._channel:
             return
         self.received += 1
+        if not self._bucket.take():
+            self._drop()
+            return
+        if not isinstance(data, _InvalidText) and len(data) > MAX_MESSAGE_CHARS:
+            data = _TooLong()
         try:
             self._inbox.put_nowait(data)
         except asyncio.QueueFull:
-            self.dropped_in += 1
+            self._drop()
+
+    def _drop(self) -> None:
+        """Drop a message over the limit; say so once per interval, not once per message."""
+        self.dropped_in += 1
+        now = time.monotonic()
+        if now - self._last_notice >= RATE_NOTICE_INTERVAL:
+            self._last_notice = now
+            self.errors += 1
+            self.send(error(f"rate limited: at most {RATE:g} messages a second (bursts of {BURST}); "
+                            "messages over that are dropped"))
 
     def receive_invalid_text(self, stream_id: int) -> None:
         channel = self._channel
@@ -124,10 +151,10 @@ class ControlChannel:
     async def _handle(self, data: Incoming) -> Message | None:
         if isinstance(data, _InvalidText):
             return error("text messages must be UTF-8")
+        if isinstance(data, _TooLong):
+            return error(f"message too long (at most {MAX_MESSAGE_CHARS} characters)")
         if isinstance(data, bytes):
             return error("binary messages are not understood; send JSON text")
-        if len(data) > MAX_MESSAGE_CHARS:
-            return error(f"message too long (at most {MAX_MESSAGE_CHARS} characters)")
         try:
             message = json.loads(data)
         except Exception:  # ValueError, and RecursionError for absurdly deep nesting

@@ -186,5 +186,6 @@ class Peer:
             "keyframe_requests": track.keyframe_requests,
             "pli": self.keyframe_requests_remote,
             "control_open": self.control.open,
+            "control_dropped": self.control.dropped_in,
             "latency_ms": self.latency_ms,
         }
