@@ -8,6 +8,8 @@ import sys
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from aiohttp.http_exceptions import HttpProcessingError
+
 # Attributes every LogRecord has; anything else on a record came from `extra=` and is worth keeping.
 _STANDARD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
     "message", "asctime", "taskName",
@@ -38,6 +40,21 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
+class MalformedRequestsAtDebug(logging.Filter):
+    """aiohttp logs each request its parser refuses (an over-long URL or header, bad syntax: a 400
+    the client caused) as an error with a traceback, so any client could fill the log with them.
+    Such a record becomes one debug line without the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, HttpProcessingError):
+            return True
+        record.msg, record.args = f"{record.getMessage()}: {str(exc.message)[:200]}", None
+        record.exc_info, record.exc_text = None, None
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
 def make_formatter(log_format: str) -> logging.Formatter:
     if log_format == "json":
         return JsonFormatter()
@@ -53,6 +70,10 @@ def setup_logging(level: str, log_format: str = "text", stream: TextIO | None = 
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
     # One line per request would drown the events that matter; errors still show.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    server_log = logging.getLogger("aiohttp.server")
+    for old in [f for f in server_log.filters if isinstance(f, MalformedRequestsAtDebug)]:
+        server_log.removeFilter(old)
+    server_log.addFilter(MalformedRequestsAtDebug())
     # aioice/aiortc log every ICE check at info: only worth seeing when debugging.
     for name in ("aioice", "aiortc"):
         logging.getLogger(name).setLevel(logging.DEBUG if level.lower() == "debug" else logging.WARNING)
