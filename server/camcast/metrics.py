@@ -7,12 +7,14 @@ latency the players report over the data channel (`{"type":"latency","ms":N}`) i
 
 from __future__ import annotations
 
+import asyncio
 import math
+import threading
 from collections.abc import Iterator
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -87,6 +89,18 @@ class PipelineCollector(Collector):
         if guard is not None:
             yield CounterMetricFamily("camcast_auth_rejected", "Requests rejected for a missing or "
                                       "wrong token", value=guard.rejected)
+        yield from self._runtime_metrics()
+
+    def _runtime_metrics(self) -> Iterator[Metric]:
+        """Threads and asyncio tasks: with process_open_fds and process_resident_memory_bytes, what
+        shows a leak (each should return to its baseline once viewers have gone)."""
+        yield GaugeMetricFamily("camcast_threads", "Threads in the process", value=threading.active_count())
+        try:
+            tasks = len(asyncio.all_tasks())
+        except RuntimeError:  # scraped outside the event loop: there is no task to count
+            return
+        yield GaugeMetricFamily("camcast_asyncio_tasks", "Unfinished asyncio tasks on the event loop",
+                                value=tasks)
 
     def _stream_metrics(self, stream: Stream) -> Iterator[Metric]:
         name = stream.settings.name
@@ -177,6 +191,7 @@ class AppMetrics:
         self.latency = DisplayLatency()
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(PipelineCollector(app, self.latency))
+        ProcessCollector(registry=self.registry)  # process_open_fds, process_resident_memory_bytes, ...
 
 
 METRICS = web.AppKey("metrics", AppMetrics)
