@@ -20,6 +20,15 @@ class Series:
     y: Sequence[float]  # medians over repeats
     low: Sequence[float] | None = None  # spread, drawn as error bars
     high: Sequence[float] | None = None
+    color: str | None = None  # the same series keeps its colour across charts
+
+
+@dataclass(frozen=True)
+class Samples:
+    label: str
+    values: Sequence[float]
+    color: str | None = None
+    dotted: bool = False
 
 
 def line_plot(path: Path, title: str, xlabel: str, ylabel: str, series: Sequence[Series],
@@ -30,7 +39,7 @@ def line_plot(path: Path, title: str, xlabel: str, ylabel: str, series: Sequence
         yerr = None
         if s.low is not None and s.high is not None:
             yerr = np.vstack([y - np.asarray(s.low, dtype=float), np.asarray(s.high, dtype=float) - y])
-        ax.errorbar(s.x, y, yerr=yerr, marker="o", capsize=3, label=s.label)
+        ax.errorbar(s.x, y, yerr=yerr, marker="o", capsize=3, label=s.label, color=s.color)
     for value, label in hlines:
         ax.axhline(value, linestyle="--", color="grey", linewidth=1)
         ax.annotate(label, (0.01, value), xycoords=("axes fraction", "data"), va="bottom",
@@ -47,14 +56,15 @@ def line_plot(path: Path, title: str, xlabel: str, ylabel: str, series: Sequence
     return path
 
 
-def cdf_plot(path: Path, title: str, xlabel: str, samples: Sequence[tuple[str, Sequence[float]]],
+def cdf_plot(path: Path, title: str, xlabel: str, samples: Sequence[Samples],
              vlines: Sequence[tuple[float, str]] = (), xmax: float | None = None) -> Path:
     fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=110)
-    for label, values in samples:
-        v = np.sort(np.asarray(values, dtype=float))
+    for sample in samples:
+        v = np.sort(np.asarray(sample.values, dtype=float))
         if len(v) == 0:
             continue
-        ax.step(v, np.arange(1, len(v) + 1) / len(v), where="post", label=f"{label} (n={len(v)})")
+        ax.step(v, np.arange(1, len(v) + 1) / len(v), where="post", label=f"{sample.label} (n={len(v)})",
+                color=sample.color, linestyle=":" if sample.dotted else "-")
     for value, label in vlines:
         ax.axvline(value, linestyle="--", color="grey", linewidth=1)
         ax.text(value, 0.02, f" {label}", transform=ax.get_xaxis_transform(), fontsize=8, color="grey",

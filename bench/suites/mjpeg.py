@@ -8,6 +8,7 @@ frame stamp, and time to first frame of new viewers arriving while the load runs
 
 from __future__ import annotations
 
+import json
 import math
 import tempfile
 import time
@@ -18,7 +19,7 @@ from typing import Any
 import psutil
 
 from bench.mjpeg_load import LoadPlan, LoadRun, usage_of
-from bench.plots import Series, cdf_plot, line_plot
+from bench.plots import Samples, Series, cdf_plot, line_plot
 from bench.report import Check, Figure, Section, Table
 from bench.runner import RunContext, Suite
 from bench.serverproc import ServerProcess, ServerSpec, WindowMeter, python_module
@@ -246,16 +247,21 @@ def _checks(by_point: dict[Point, PointSummary], s: MjpegSettings) -> list[Check
     return checks
 
 
+_COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown")
+
+
+def _colors(by_point: dict[Point, PointSummary]) -> dict[str, str]:
+    names = sorted(_by_series(by_point))
+    return {name: _COLORS[i % len(_COLORS)] for i, name in enumerate(names)}
+
+
 def _series(by_point: dict[Point, PointSummary], key: str, scale: float = 1.0) -> list[Series]:
-    groups: dict[str, list[PointSummary]] = defaultdict(list)
-    for p in by_point.values():
-        groups[p.point.series].append(p)
+    colors = _colors(by_point)
     out = []
-    for label, ps in groups.items():
-        ps.sort(key=lambda p: p.point.clients)
+    for label, ps in sorted(_by_series(by_point).items()):
         sp = [p.spread(key) for p in ps]
         out.append(Series(label, [p.point.clients for p in ps], [v.median * scale for v in sp],
-                          [v.low * scale for v in sp], [v.high * scale for v in sp]))
+                          [v.low * scale for v in sp], [v.high * scale for v in sp], colors[label]))
     return out
 
 
@@ -270,12 +276,15 @@ def _figures(ctx: RunContext, by_point: dict[Point, PointSummary], s: MjpegSetti
               _series(by_point, "fps_min"), hlines=[(29.0, "29 fps")])
     figures.append(Figure("mjpeg_fps.png", "Delivered fps of the slowest client vs clients."))
     samples = []
+    colors = _colors(by_point)
     for label, ps in sorted(_by_series(by_point).items()):
         for p in (ps[0], ps[-1]) if len(ps) > 1 else ps:
-            samples.append((f"{label}, {p.point.clients} clients", p.pooled("latency_ms")))
+            samples.append(Samples(f"{label}, {p.point.clients} clients", p.pooled("latency_ms"),
+                                   colors[label], dotted=len(ps) > 1 and p is ps[0]))
     cdf_plot(out / "mjpeg_latency_cdf.png", "Capture-to-client latency (from the frame stamp)",
              "latency (ms)", samples, vlines=[(10.0, "10 ms"), (40.0, "40 ms")],
-             xmax=max(60.0, min(300.0, max((percentile(v, 99.5) for _, v in samples if v), default=60.0))))
+             xmax=max(60.0, min(300.0, max((percentile(x.values, 99.5) for x in samples if x.values),
+                                           default=60.0))))
     figures.append(Figure("mjpeg_latency_cdf.png", "Latency CDF, fewest and most clients of each series "
                           "(all repeats pooled)."))
     line_plot(out / "mjpeg_rss.png", "Server memory vs clients", "clients", "RSS (MB)",
@@ -304,7 +313,23 @@ def run(ctx: RunContext) -> Section:
         ctx.log(f"  cores {result['cores']:.3f}, fps min {result['fps_min']:.1f}, latency p50 "
                 f"{percentile(result['latency_ms'], 50):.1f} ms, load-gen {result['load_cores']:.2f} cores")
         runs[point].append(result)
-    ctx.save_raw("mjpeg.json", {"settings": asdict(s), "runs": [r for rs in runs.values() for r in rs]})
+    ctx.save_raw("mjpeg.json", {"settings": asdict(s), "repeats": ctx.repeats,
+                                "runs": [r for rs in runs.values() for r in rs]})
+    return build_section(ctx, s, points, runs)
+
+
+def rebuild(ctx: RunContext) -> Section:
+    """The section again from raw/mjpeg.json (new tables or plots without measuring again)."""
+    raw = json.loads((ctx.raw_dir / "mjpeg.json").read_text())
+    s = MjpegSettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw["settings"].items()})
+    runs: dict[Point, list[dict[str, Any]]] = defaultdict(list)
+    for r in raw["runs"]:
+        runs[Point(**r["point"])].append(r)
+    return build_section(ctx, s, points_of(s), runs)
+
+
+def build_section(ctx: RunContext, s: MjpegSettings, points: list[Point],
+                  runs: dict[Point, list[dict[str, Any]]]) -> Section:
     by_point = {p: PointSummary(p, rs) for p, rs in runs.items()}
     ordered = [by_point[p] for p in points if p in by_point]
     errors = sum(len(r["errors"]) for rs in runs.values() for r in rs)
@@ -313,7 +338,8 @@ def run(ctx: RunContext) -> Section:
     section.intro = (
         f"`GET /video.mjpg`, camcast (one shared JPEG per frame) and the classic Flask tutorial design "
         f"(every client encodes its own JPEG; Werkzeug threaded server), both drawing camcast's test "
-        f"pattern with the frame stamp. {ctx.repeats} repeats per point, each with a fresh server, "
+        f"pattern with the frame stamp. {max(len(rs) for rs in runs.values())} repeats per point, each with "
+        f"a fresh server, "
         f"a {s.window:g} s window after a {s.warmup:g} s settle; clients in "
         f"{s.clients_per_worker}-client asyncio worker processes.")
     section.checks = _checks(by_point, s)
