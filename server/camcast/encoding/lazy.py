@@ -13,8 +13,15 @@ from camcast.hub import Hub
 log = logging.getLogger("camcast.encoding")
 
 
+RESTART_DELAY = 1.0  # s before a crashed worker runs again (its output still has subscribers)
+
+
 class LazyWorker:
-    """Run `run()` from the first subscriber of `output` until `linger` s after the last leaves."""
+    """Run `run()` from the first subscriber of `output` until `linger` s after the last leaves.
+
+    A run that crashes is started again after RESTART_DELAY while anyone still subscribes: a bug
+    that one odd frame trips must not leave every viewer waiting forever.
+    """
 
     def __init__(
         self,
@@ -29,7 +36,9 @@ class LazyWorker:
         self._linger = linger
         self._task: asyncio.Task[None] | None = None
         self._stopper: asyncio.TimerHandle | None = None
+        self._restarter: asyncio.TimerHandle | None = None
         self.starts = 0
+        self.crashes = 0
         output.on_subscribers_changed(self._on_count)
 
     @property
@@ -41,12 +50,15 @@ class LazyWorker:
             if self._stopper is not None:
                 self._stopper.cancel()
                 self._stopper = None
-            if not self.running and not self._output.closed:
-                self.starts += 1
-                log.debug("%s: starting", self.name)
-                self._task = asyncio.get_running_loop().create_task(self._guarded(), name=self.name)
+            self._start()
         elif self.running and self._stopper is None:
             self._stopper = asyncio.get_running_loop().call_later(self._linger, self._stop_now)
+
+    def _start(self) -> None:
+        if not self.running and not self._output.closed:
+            self.starts += 1
+            log.debug("%s: starting", self.name)
+            self._task = asyncio.get_running_loop().create_task(self._guarded(), name=self.name)
 
     async def _guarded(self) -> None:
         try:
@@ -54,7 +66,16 @@ class LazyWorker:
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("%s crashed", self.name)
+            self.crashes += 1
+            if self.crashes == 1 or self.crashes % 100 == 0:  # a crash on every run must not flood the log
+                log.exception("%s crashed (%d so far); restarting in %g s", self.name, self.crashes,
+                              RESTART_DELAY)
+            self._restarter = asyncio.get_running_loop().call_later(RESTART_DELAY, self._restart)
+
+    def _restart(self) -> None:
+        self._restarter = None
+        if self._output.subscriber_count > 0:
+            self._start()
 
     def _stop_now(self) -> None:
         self._stopper = None
@@ -63,9 +84,10 @@ class LazyWorker:
             self._task.cancel()
 
     async def close(self) -> None:
-        if self._stopper is not None:
-            self._stopper.cancel()
-            self._stopper = None
+        for timer in (self._stopper, self._restarter):
+            if timer is not None:
+                timer.cancel()
+        self._stopper = self._restarter = None
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
