@@ -75,6 +75,7 @@ class SharedVideoEncoder:
         self.encode_time = Histogram(ENCODE_SECONDS_BUCKETS)  # per-frame seconds, for /metrics
         self.errors = 0
         self.restarts = 0
+        self._failing = False  # the last frame failed: log the next success, not every failure
         self._ctx: av.VideoCodecContext | None = None
         self._generation = 0
         self._first_us: int | None = None
@@ -125,14 +126,36 @@ class SharedVideoEncoder:
 
     # -- encoder thread ---------------------------------------------------------------------
     def _encode(self, frame: Frame) -> list[EncodedPacket]:
+        """Encode one frame. Any failure drops that frame and reopens the encoder on the next one:
+        a new generation that starts with a keyframe, on which every peer resyncs."""
+        try:
+            packets = self._encode_frame(frame)
+        except Exception as exc:  # FFmpegError, or a picture OpenCV or the codec cannot take
+            self.errors += 1
+            self._ctx = None
+            if not self._failing:
+                self._failing = True
+                log.error("%s encoder error, restarting it: %s", self.codec, exc,
+                          extra={"event": "encoder_error", "encoder": self.codec})
+            return []
+        if self._failing:
+            self._failing = False
+            log.info("%s encoder recovered (%d errors so far)", self.codec, self.errors)
+        return packets
+
+    def _encode_frame(self, frame: Frame) -> list[EncodedPacket]:
         started = time.perf_counter()
+        image = frame.image
+        # 4:2:0 needs an even width and height: a camera or file with an odd size loses one line.
+        width, height = frame.width & ~1, frame.height & ~1
+        if (width, height) != (frame.width, frame.height):
+            image = image[:height, :width]
         ctx = self._ctx
-        if ctx is None or ctx.width != frame.width or ctx.height != frame.height:
+        if ctx is None or ctx.width != width or ctx.height != height:
             if ctx is not None:
-                log.info("%s encoder: size changed to %dx%d, restarting", self.codec, frame.width,
-                         frame.height)
-            ctx = self._restart(frame)
-        yuv = cv2.cvtColor(frame.image, cv2.COLOR_BGR2YUV_I420)
+                log.info("%s encoder: size changed to %dx%d, restarting", self.codec, width, height)
+            ctx = self._restart(width, height)
+        yuv = cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420)
         picture = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
         if self._first_us is None:
             self._first_us = frame.captured_us
@@ -143,32 +166,25 @@ class SharedVideoEncoder:
         picture.time_base = VIDEO_TIME_BASE
         if self._take_keyframe_request():
             picture.pict_type = PictureType.I
-        try:
-            packets = ctx.encode(picture)
-        except av.FFmpegError as exc:
-            self.errors += 1
-            if self.errors == 1 or self.errors % 100 == 0:
-                log.error("%s encoder error (%d so far), restarting: %s", self.codec, self.errors, exc)
-            self._ctx = None
-            return []
+        packets = ctx.encode(picture)
         out = []
         for packet in packets:
             packet.time_base = VIDEO_TIME_BASE
             if packet.is_keyframe:
                 self.keyframes += 1
             out.append(EncodedPacket(packet, self.codec, packet.is_keyframe, frame.seq,
-                                     frame.captured_us, frame.width, frame.height, self._generation))
+                                     frame.captured_us, width, height, self._generation))
         self.frames_encoded += 1
         elapsed = time.perf_counter() - started
         self.encode_seconds += elapsed
         self.encode_time.observe(elapsed)
         return out
 
-    def _restart(self, frame: Frame) -> av.VideoCodecContext:
+    def _restart(self, width: int, height: int) -> av.VideoCodecContext:
         self._generation += 1
         self.restarts += 1
-        self._ctx = _open_context(self.codec, frame.width, frame.height, self.fps,
-                                  self.keyframe_interval, self.bitrate)
+        self._ctx = _open_context(self.codec, width, height, self.fps, self.keyframe_interval,
+                                  self.bitrate)
         return self._ctx
 
     async def _run(self) -> None:
