@@ -20,6 +20,9 @@ from camcast.stamp import write_stamp
 log = logging.getLogger("camcast.source")
 
 BACKOFF_SECONDS = (1.0, 2.0, 5.0, 10.0)  # then every 10 s
+# Capture threads stuck in a read() that never returns cannot be stopped, only abandoned: beyond
+# this many, no new one starts until one of them comes back (a hung driver must not eat threads).
+MAX_STUCK_READS = 3
 
 
 class CaptureSupervisor:
@@ -42,7 +45,9 @@ class CaptureSupervisor:
         self._seq = 0
         self._size = (width, height)
         self._no_signal_reason = "starting"
-        self._threads: list[threading.Thread] = []
+        self._ticker: threading.Thread | None = None
+        self._captures: list[threading.Thread] = []
+        self._capture_wanted = False  # the watchdog abandoned a capture thread: start another
         self.up = False
         self.reconnects = 0
         self.frames_captured = 0
@@ -52,27 +57,41 @@ class CaptureSupervisor:
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
         self._stop.clear()
-        ticker = threading.Thread(target=self._tick, name="camcast-no-signal", daemon=True)
-        self._threads = [ticker]
-        ticker.start()
+        self._ticker = threading.Thread(target=self._tick, name="camcast-no-signal", daemon=True)
+        self._ticker.start()
         self._start_capture()
 
     def stop(self, timeout: float = 1.0) -> None:
+        """Stop every thread, waiting at most `timeout` s in all (a read that hangs is left behind)."""
         self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout)
-        self._threads = []
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            threads = [t for t in (self._ticker, *self._captures) if t is not None]
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self._ticker = None
 
     def _start_capture(self) -> None:
         with self._lock:
             self._generation += 1
             generation = self._generation
-        thread = threading.Thread(
-            target=self._capture, args=(generation,), name=f"camcast-capture-{generation}",
-            daemon=True,  # a hung driver read must not keep the process alive
-        )
-        self._threads.append(thread)
+            thread = threading.Thread(
+                target=self._capture, args=(generation,), name=f"camcast-capture-{generation}",
+                daemon=True,  # a hung driver read must not keep the process alive
+            )
+            self._captures = [t for t in self._captures if t.is_alive()]
+            self._captures.append(thread)
         thread.start()
+
+    def _abandon_capture(self) -> None:
+        """The current capture thread is stuck: from now on nothing it reads is published."""
+        with self._lock:
+            self._generation += 1
+        self._capture_wanted = True
+
+    def _stuck_reads(self) -> int:
+        with self._lock:
+            return sum(1 for t in self._captures if t.is_alive())
 
     def _current(self, generation: int) -> bool:
         return generation == self._generation and not self._stop.is_set()
@@ -132,6 +151,8 @@ class CaptureSupervisor:
                 while self._current(generation):
                     image = source.read()
                     captured = now_us()
+                    if not self._current(generation):
+                        break  # abandoned by the watchdog while read() hung, or stopping
                     if image is None:
                         reason = f"{source.description}: read failed"
                         break
@@ -160,8 +181,10 @@ class CaptureSupervisor:
             pacer.wait()
             if self.up and time.monotonic() - self.last_frame_monotonic > self._watchdog:
                 # A read() that hangs never returns to tell us: abandon that thread, start anew.
-                generation = self._generation
-                self._set_down(generation, f"no frame for {self._watchdog:g} s")
+                self._set_down(self._generation, f"no frame for {self._watchdog:g} s")
+                self._abandon_capture()
+            if self._capture_wanted and not self._stop.is_set() and self._stuck_reads() < MAX_STUCK_READS:
+                self._capture_wanted = False
                 self._start_capture()
             if self.up or self._stop.is_set():
                 continue
