@@ -4,7 +4,7 @@ These run the app in this process (create_app with a source factory, served on 1
 test can hand it a misbehaving source, break its encoder, or shorten aioice's timers; the viewers
 are real (aiohttp MJPEG readers, aiortc peers over loopback). A camera unplugged mid-stream (a video
 file that goes away) is tested against the real server in test_sources, a full disk in
-test_recorder.
+test_recorder; here a recordings folder that cannot be written at startup.
 """
 
 from __future__ import annotations
@@ -13,9 +13,12 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import os
+import shutil
+import subprocess
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +40,7 @@ from camcast.sources.pacing import Pacer
 from camcast.webrtc import PEERS
 from camcast.webrtc import peer as peer_module
 from support.mjpeg import MjpegReader, boundary_of
+from support.server import camcast_command, clean_env
 from support.webrtc_viewer import Viewer
 
 pytestmark = pytest.mark.usefixtures("loopback_ice")
@@ -422,3 +426,37 @@ async def test_a_peer_that_never_connects_is_removed(tmp_path: Path, http: aioht
         peer_id = await offer_and_vanish(http, app.url)
         await eventually(lambda: len(app.app[PEERS]) == 0, 10, "the peer removed")
         assert f"{peer_id} from 127.0.0.1 (not connected within 2 s)" in caplog.text
+
+
+# -- disk -----------------------------------------------------------------------------------------
+@pytest.fixture
+def read_only_folder(tmp_path: Path) -> Iterator[Path]:
+    """A read-only filesystem (root ignores file modes, so a mode would not do)."""
+    mount = tmp_path / "read-only"
+    mount.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a read-only tmpfs needs root")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mount)],
+                          capture_output=True, timeout=10)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True, timeout=10)
+
+
+@pytest.mark.parametrize("inside", [False, True])
+def test_a_recordings_folder_that_cannot_be_written_stops_startup(read_only_folder: Path, tmp_path: Path,
+                                                                  inside: bool) -> None:
+    """Not writable, or missing and impossible to create: exit 2 with one line that says so."""
+    folder = read_only_folder / "recordings" if inside else read_only_folder
+    done = subprocess.run(
+        camcast_command("--source", "testpattern", "--host", "127.0.0.1", "--port", "0",
+                        "--recordings", str(folder)),
+        capture_output=True, text=True, timeout=30, env=clean_env(), cwd=tmp_path)
+    assert done.returncode == 2
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"camcast: error: --recordings {folder}: ")
+    assert "Read-only file system" in lines[0]
