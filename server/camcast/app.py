@@ -13,7 +13,7 @@ from camcast.config import Config, parse_ice_server
 from camcast.control import ControlBus
 from camcast.cors import add_cors
 from camcast.metrics import add_metrics
-from camcast.mjpeg import mjpeg_handler, snapshot_handler
+from camcast.mjpeg import add_mjpeg
 from camcast.recorder import RecorderSettings, add_recorder, make_recorder
 from camcast.sources import Source, make_source
 from camcast.status import healthz_handler, status_handler
@@ -71,11 +71,6 @@ async def video_encoders_ctx(app: web.Application) -> AsyncIterator[None]:
         await encoder.close()
 
 
-async def end_endless_responses(app: web.Application) -> None:
-    # MJPEG responses never end by themselves: closing their hub lets every handler return.
-    app[STREAM].jpeg.close()
-
-
 def create_app(
     config: Config, source_factory: Callable[[], Source] | None = None
 ) -> web.Application:
@@ -93,10 +88,8 @@ def create_app(
     # After both: on shutdown the file is finalized first, and peers still hear that it stopped.
     add_recorder(app, make_recorder(app[STREAM], recorder_settings(config), app[CONTROL].broadcast,
                                     config.recorder, config.recorder_fourcc, config.recorder_container))
-    app.on_shutdown.append(end_endless_responses)
     add_client_routes(app)
-    app.router.add_get("/video.mjpg", mjpeg_handler)
-    app.router.add_get("/snapshot.jpg", snapshot_handler)
+    add_mjpeg(app)
     app.router.add_get("/api/status", status_handler)
     app.router.add_get("/healthz", healthz_handler)
     add_metrics(app)

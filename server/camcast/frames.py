@@ -34,10 +34,15 @@ class Frame:
 
 @dataclass(frozen=True, slots=True)
 class JpegPart:
-    """One JPEG, plus the MJPEG multipart chunk built from it once for every client."""
+    """One JPEG, plus the MJPEG multipart part built from it once for every client.
+
+    `chunk` is the multipart part; `http_chunk` is the same bytes already framed as one HTTP/1.1
+    chunk, so the MJPEG fan-out writes the identical buffer to every socket without copying.
+    """
 
     jpeg: bytes
     chunk: bytes
+    http_chunk: bytes
     seq: int
     captured_us: int
 

@@ -30,6 +30,7 @@ from camcast.appkeys import CONTROL, STREAM
 from camcast.auth import TOKEN_GUARD
 from camcast.control import ControlError, Message
 from camcast.histogram import LATENCY_SECONDS_BUCKETS, Histogram, HistogramSnapshot
+from camcast.mjpeg import MJPEG
 from camcast.recorder import RECORDER, Recorder
 from camcast.stream import Stream
 
@@ -79,6 +80,13 @@ class PipelineCollector(Collector):
         info.add_metric([], {"version": __version__})
         yield info
         yield from self._stream_metrics(stream)
+        fanout = app.get(MJPEG)
+        if fanout is not None:
+            skipped = CounterMetricFamily("camcast_mjpeg_frames_skipped", "Frames MJPEG clients "
+                                          "skipped because their socket was still busy",
+                                          labels=["stream"])
+            skipped.add_metric([stream.settings.name], fanout.dropped)
+            yield skipped
         recorder = app.get(RECORDER)
         if recorder is not None:
             yield from self._recording_metrics(stream.settings.name, recorder)

@@ -54,7 +54,9 @@ class SharedJpegEncoder:
         self.encode_seconds += elapsed
         self.encode_time.observe(elapsed)
         self.frames_encoded += 1
-        return JpegPart(jpeg, mjpeg_chunk(jpeg, frame.captured_us), frame.seq, frame.captured_us)
+        chunk = mjpeg_chunk(jpeg, frame.captured_us)
+        http_chunk = b"%x\r\n%b\r\n" % (len(chunk), chunk)
+        return JpegPart(jpeg, chunk, http_chunk, frame.seq, frame.captured_us)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
