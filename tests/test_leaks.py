@@ -57,6 +57,13 @@ async def figures(http: aiohttp.ClientSession, server: ServerProcess) -> dict[st
             if family.name in TOLERANCE}
 
 
+async def mjpeg_joined(http: aiohttp.ClientSession, server: ServerProcess) -> float:
+    async with http.get(server.url + "metrics") as r:
+        text = await r.text()
+    (family,) = [f for f in text_string_to_metric_families(text) if f.name == "camcast_viewers_joined"]
+    return sum(s.value for s in family.samples if s.labels.get("kind") == "mjpeg")
+
+
 async def status(http: aiohttp.ClientSession, server: ServerProcess) -> dict[str, Any]:
     async with http.get(server.url + "api/status") as r:
         return await r.json()
@@ -158,6 +165,7 @@ async def test_connect_disconnect_cycles_leave_nothing_behind(leak_server: Serve
     await run_cycles(WARMUP, MJPEG_CONCURRENCY, mjpeg)
     await settle(http, leak_server)
     baseline = await figures(http, leak_server)
+    joined = await mjpeg_joined(http, leak_server)
 
     webrtc_seconds = await run_cycles(CYCLES, WEBRTC_CONCURRENCY, webrtc)
     mjpeg_seconds = await run_cycles(CYCLES, MJPEG_CONCURRENCY, mjpeg)
@@ -182,4 +190,5 @@ async def test_connect_disconnect_cycles_leave_nothing_behind(leak_server: Serve
 
     s = await status(http, leak_server)
     assert s["webrtc"]["sessions_total"] >= CYCLES + WARMUP
+    assert await mjpeg_joined(http, leak_server) - joined == CYCLES
     assert "did not close cleanly" not in leak_server.log()
