@@ -19,7 +19,8 @@ def _parser() -> argparse.ArgumentParser:
                                 "a Markdown report with tables and PNG plots.")
     p.add_argument("--quick", action="store_true", help="a smoke run of every suite in under 2 minutes")
     p.add_argument("--only", default="", help=f"comma-separated suites to run (of: {', '.join(SUITE_NAMES)})")
-    p.add_argument("--repeats", type=int, default=3, help="repeats of every point (median and spread)")
+    p.add_argument("--repeats", type=int, default=None,
+                   help="repeats of every point (median and spread); default 3, or 1 with --quick")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SUITE.FIELD=VALUE",
                    help="override a suite setting, e.g. --set mjpeg.clients=1,8 (repeatable)")
     p.add_argument("--out", type=Path, default=None,
@@ -34,6 +35,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = [n for n in names if n not in SUITE_NAMES]
     if unknown:
         raise SystemExit(f"bench: unknown suite(s) {', '.join(unknown)}; known: {', '.join(SUITE_NAMES)}")
+    if args.repeats is None:
+        args.repeats = 1 if args.quick else 3  # --quick is a smoke run: every suite in under 2 minutes
     if args.repeats < 1:
         raise SystemExit("bench: --repeats must be at least 1")
     overrides = {}
