@@ -31,3 +31,50 @@ def test_quick_mjpeg_bench_writes_report(tmp_path: Path) -> None:
         assert f"]({png})" in report
     # Every client got frames: the servers and the load generator really talked.
     assert "Client errors: 0;" in report
+
+
+def _quick(out: Path, suite: str, settings: dict[str, str]) -> str:
+    cmd = [sys.executable, "-m", "bench", "--quick", "--only", suite, "--repeats", "1", "--quiet",
+           "--out", str(out)]
+    for key, value in settings.items():
+        cmd += ["--set", f"{suite}.{key}={value}"]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=150)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return (out / "report.md").read_text()
+
+
+def test_quick_webrtc_bench_writes_report(tmp_path: Path) -> None:
+    tiny = {"size": "320x240", "peers": "1,3", "baseline_peers": "1", "window": "1", "settle": "0.5",
+            "probes": "1"}
+    report = _quick(tmp_path, "webrtc", tiny)
+    assert "## WebRTC" in report
+    assert "### 320x240 @ 30 fps" in report
+    assert "### Peers per server core (320x240, every peer >= 29 fps)" in report
+    assert "| camcast | marker | 3 |" in report
+    assert "| aiortc relay (per-peer encoder) | marker | 1 |" in report
+    for png in ("webrtc_cpu.png", "webrtc_fps.png", "webrtc_latency_cdf.png", "webrtc_rss.png"):
+        assert (tmp_path / png).stat().st_size > 1000
+        assert f"]({png})" in report
+    # Every peer connected and counted frames; the decoding peer read stamps.
+    assert "Peer errors (connect or probe): 0;" in report
+    assert "| capture-to-decode latency at 1 peer(s) |" in report
+
+
+def test_quick_recording_bench_writes_report(tmp_path: Path) -> None:
+    report = _quick(tmp_path, "recording", {"size": "320x240", "peers": "2", "window": "1", "rounds": "1",
+                                             "presses": "1"})
+    assert "## Recording while WebRTC peers watch" in report
+    assert "### Recordings read back (PyAV)" in report
+    assert "| press to first recorded frame |" in report
+    assert "encoders running while recording: h264)" in report
+    for png in ("recording_cpu.png", "recording_press_cdf.png"):
+        assert (tmp_path / png).stat().st_size > 1000
+
+
+def test_quick_browser_bench_writes_report(tmp_path: Path) -> None:
+    report = _quick(tmp_path, "browser", {"size": "320x240", "sample_seconds": "2", "settle": "0.5"})
+    assert "## Headless Chromium (the bundled player)" in report
+    assert "| WebRTC | video/H264 |" in report
+    assert "| MJPEG | MJPEG |" in report
+    assert "Console or page errors: 0." in report
+    assert (tmp_path / "browser_latency_cdf.png").stat().st_size > 1000
