@@ -77,6 +77,9 @@ TIMINGS = """() => ({
 })"""
 
 
+SATURATED_OTHER_CORES = 0.3
+
+
 @dataclass(frozen=True)
 class BrowserSettings:
     size: str = "640x480"
@@ -192,8 +195,10 @@ async def _run_point(ctx: RunContext, s: BrowserSettings, browser: Browser, tran
     disturbed = []
     for attempt in range(s.retries + 1):
         result = await measure(ctx, s, browser, transport, rep, attempt)
+        # Saturated by the server under test itself is no disturbance: others must have a share.
         result["disturbed"] = (result["other_cores"] > s.max_other_cores
-                               or result["machine_cores"] > s.max_machine_cores)
+                               or (result["machine_cores"] > s.max_machine_cores
+                                   and result["other_cores"] > SATURATED_OTHER_CORES))
         if not result["disturbed"] or attempt == s.retries:
             result["disturbed_attempts"] = disturbed
             return result
