@@ -25,18 +25,24 @@ from camcast.viewers import Viewers
 
 log = logging.getLogger("camcast.mjpeg")
 
+STALLED_CLIENT_SECONDS = 30.0
+
 _NO_CACHE = {"Cache-Control": "no-cache, no-store, must-revalidate", "Pragma": "no-cache"}
 
 
 class MjpegClient:
-    __slots__ = ("chunked", "done", "dropped", "min_interval", "next_due", "transport")
+    __slots__ = ("busy_since", "chunked", "done", "dropped", "min_interval", "next_due", "stall_limit",
+                 "transport")
 
-    def __init__(self, transport: asyncio.Transport, min_interval: float, chunked: bool) -> None:
+    def __init__(self, transport: asyncio.Transport, min_interval: float, chunked: bool,
+                 stall_limit: float = STALLED_CLIENT_SECONDS) -> None:
         self.transport = transport
+        self.stall_limit = stall_limit
         self.min_interval = min_interval  # from ?fps=N; 0 means every frame
         self.next_due = 0.0
         self.chunked = chunked  # HTTP/1.1 responses are chunked; HTTP/1.0 ones are raw
         self.dropped = 0
+        self.busy_since = 0.0  # when its socket last became too full to take a frame
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def finish(self) -> None:
@@ -52,7 +58,13 @@ class MjpegClient:
             self.next_due = max(self.next_due + self.min_interval, now + self.min_interval * 0.5)
         if self.transport.get_write_buffer_size():
             self.dropped += 1  # still sending an older frame: skip to a newer one
+            if not self.busy_since:
+                self.busy_since = now
+            elif now - self.busy_since > self.stall_limit:
+                # Took nothing for this long: gone without a reset (pulled cable, dead NAT entry).
+                self.transport.abort()
             return -1
+        self.busy_since = 0.0
         self.transport.write(part.http_chunk if self.chunked else part.chunk)
         return len(part.chunk)
 
