@@ -8,10 +8,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 
-from camcast.encoding.lazy import LazyWorker
+from camcast.encoding.lazy import LazyWorker, encode_frames
 from camcast.frames import Frame, JpegPart
 from camcast.histogram import ENCODE_SECONDS_BUCKETS, Histogram
-from camcast.hub import Hub, HubClosed
+from camcast.hub import Hub
 
 BOUNDARY = "frame"
 
@@ -59,15 +59,7 @@ class SharedJpegEncoder:
         return JpegPart(jpeg, chunk, http_chunk, frame.seq, frame.captured_us)
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        with self.frames.subscribe(maxsize=1, replay_latest=True) as frames:
-            while True:
-                try:
-                    frame = await frames.get()
-                except HubClosed:
-                    return
-                part = await loop.run_in_executor(self._executor, self._encode, frame)
-                self.output.publish(part)
+        await encode_frames(self.frames, self._executor, self._encode, self.output.publish)
 
     async def snapshot(self) -> JpegPart | None:
         """The newest frame as JPEG: reuse the shared encode when it is current."""

@@ -6,9 +6,13 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Coroutine
-from typing import Any
+from concurrent.futures import Executor
+from typing import Any, TypeVar
 
-from camcast.hub import Hub
+from camcast.frames import Frame
+from camcast.hub import Hub, HubClosed
+
+R = TypeVar("R")
 
 log = logging.getLogger("camcast.encoding")
 
@@ -93,3 +97,20 @@ class LazyWorker:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+async def encode_frames(frames: Hub[Frame], executor: Executor, encode: Callable[[Frame], R],
+                        deliver: Callable[[R], None]) -> None:
+    """Encode the newest frame in `executor` (never on the loop), deliver the result, repeat.
+
+    A frame that arrives while one is encoding replaces any older waiting one: an encoder
+    that falls behind skips to the newest picture instead of adding delay.
+    """
+    loop = asyncio.get_running_loop()
+    with frames.subscribe(maxsize=1, replay_latest=True) as subscription:
+        while True:
+            try:
+                frame = await subscription.get()
+            except HubClosed:
+                return
+            deliver(await loop.run_in_executor(executor, encode, frame))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -12,10 +11,10 @@ import av
 import cv2
 from av.video.frame import PictureType
 
-from camcast.encoding.lazy import LazyWorker
+from camcast.encoding.lazy import LazyWorker, encode_frames
 from camcast.frames import EncodedPacket, Frame
 from camcast.histogram import ENCODE_SECONDS_BUCKETS, Histogram
-from camcast.hub import Hub, HubClosed
+from camcast.hub import Hub
 
 log = logging.getLogger("camcast.encoding")
 
@@ -188,17 +187,13 @@ class SharedVideoEncoder:
         return self._ctx
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         # Each run starts a new chain on a keyframe (a fresh context begins with an IDR).
         self._ctx = None
-        with self.frames.subscribe(maxsize=1, replay_latest=True) as frames:
-            while True:
-                try:
-                    frame = await frames.get()
-                except HubClosed:
-                    return
-                for packet in await loop.run_in_executor(self._executor, self._encode, frame):
-                    self.output.publish(packet)
+        await encode_frames(self.frames, self._executor, self._encode, self._publish_all)
+
+    def _publish_all(self, packets: list[EncodedPacket]) -> None:
+        for packet in packets:
+            self.output.publish(packet)
 
     async def close(self) -> None:
         await self._worker.close()
