@@ -32,6 +32,8 @@ _ICE_URL = re.compile(
     r"(?P<host>[A-Za-z0-9.-]+)(?::(?P<port>\d{1,5}))?(?P<query>\?transport=(?:udp|tcp))?"
 )
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
 
 def parse_ice_server(text: str) -> IceServer:
     """Parse a stun:/turn:/turns: URL; user and password (percent-encoded) may sit before the host."""
@@ -49,7 +51,12 @@ def parse_ice_server(text: str) -> IceServer:
     url = f"{scheme}:{host}" + (f":{port}" if port else "") + (m["query"] or "")
     if scheme == "stun":
         return IceServer(url)
-    return IceServer(url, unquote(m["user"]), unquote(m["password"]))
+    user, password = unquote(m["user"]), unquote(m["password"])
+    if _CONTROL.search(user + password):
+        # They go into HTTP headers (WHEP Link): a CR or LF there would break every answer.
+        raise ConfigError(f"--ice-server {scheme}:...@{host}: no control characters (such as %0D or %0A) "
+                          "in the user or password")
+    return IceServer(url, user, password)
 
 
 @dataclass(frozen=True)
