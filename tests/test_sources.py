@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import shutil
 import statistics
+import threading
 import time
 from pathlib import Path
 
@@ -13,8 +14,10 @@ import aiohttp
 import numpy as np
 import pytest
 
+from camcast.frames import Frame
 from camcast.sources import SourceError, make_source
 from camcast.sources.pacing import Pacer
+from camcast.sources.supervisor import CaptureSupervisor
 from conftest import StartServer
 from support.mjpeg import Part, collect, open_mjpeg, rate_of
 from support.server import ServerProcess
@@ -35,6 +38,69 @@ def test_test_pattern_frames() -> None:
     assert not np.array_equal(first, second), "the pattern moves"
     assert source.stamps, "the test pattern is always stamped"
     assert source.read() is None, "a closed source reads nothing"
+
+
+def test_test_pattern_renders_below_half_a_frame_per_second() -> None:
+    source = make_source("testpattern", 320, 240, 0.25, stamp=False)
+    # The sweeping bar's period in frames must not round down to zero.
+    assert all(source._render(n).shape == (240, 320, 3) for n in (1, 2))
+
+
+async def test_a_slow_source_stays_healthy(start_server: StartServer, http: aiohttp.ClientSession) -> None:
+    # 0.5 fps: 2 s between frames, so neither the watchdog nor /healthz may count 2 s as lost.
+    server = start_server("--fps", "0.5")
+    started = time.monotonic()
+    async with open_mjpeg(http, server.url + "video.mjpg") as reader:
+        while time.monotonic() - started < 5.0:
+            async with http.get(server.url + "healthz") as response:
+                assert response.status == 200, f"unhealthy after {time.monotonic() - started:.1f} s"
+            await asyncio.sleep(0.25)
+        parts = await collect(reader, 0.5)
+    assert len(parts) >= 2, "frames flow"
+    assert not any(looks_like_no_signal(part.image()) for part in parts)
+    status = server.status()
+    assert status["source_up"] is True and status["reconnects"] == 0
+
+
+class _FirstReadWaits:
+    """A source that opens at once but delivers its first frame only when released."""
+
+    description = "slow starter"
+    stamps = False
+
+    def __init__(self, release: threading.Event) -> None:
+        self.release = release
+
+    def open(self) -> None:
+        pass
+
+    def read(self) -> np.ndarray | None:
+        self.release.wait(10)
+        time.sleep(0.02)
+        return np.zeros((48, 64, 3), np.uint8)
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_source_is_up_only_once_its_first_frame_arrives() -> None:
+    release = threading.Event()
+    frames: list[Frame] = []
+    capture = CaptureSupervisor(lambda: _FirstReadWaits(release), frames.append, 64, 48, 10)
+    capture.start()
+    try:
+        time.sleep(0.3)  # opened, but no frame yet: not up, and "no signal" pictures meanwhile
+        assert not capture.up and capture.last_frame_monotonic == 0.0
+        assert frames and not any(f.live for f in frames)
+        release.set()
+        deadline = time.monotonic() + 5
+        while not capture.up:
+            assert time.monotonic() < deadline, "the first frame did not bring the source up"
+            time.sleep(0.01)
+        assert any(f.live for f in frames) and capture.last_frame_monotonic > 0
+    finally:
+        release.set()
+        capture.stop()
 
 
 def test_file_source_errors(tmp_path: Path) -> None:

@@ -80,13 +80,15 @@ class Stream:
 
     @property
     def healthy(self) -> bool:
-        """Frames from the real source flowed within the last 2 s."""
-        if self.capture is None or not self.capture.up:
+        """The source is up (it delivered a frame since it opened) and its frames still flow
+        (within the watchdog's limit, which scales with slow frame rates)."""
+        capture = self.capture
+        if capture is None or not capture.up:
             return False
         latest = self.frames.latest
         if latest is None or not latest.live:
-            return False  # the source opened, but none of its frames has reached the hub yet
-        return time.monotonic() - self.capture.last_frame_monotonic < 2.0
+            return False  # its first frame has not reached the hub yet
+        return time.monotonic() - capture.last_frame_monotonic < capture.watchdog_seconds
 
     @property
     def current_size(self) -> tuple[int, int]:

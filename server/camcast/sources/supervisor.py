@@ -25,6 +25,12 @@ BACKOFF_SECONDS = (1.0, 2.0, 5.0, 10.0)  # then every 10 s
 MAX_STUCK_READS = 3
 
 
+def silence_limit(fps: float) -> float:
+    """Seconds without a frame after which a source counts as lost: 2 s, or three frame intervals
+    for a source slower than 1.5 fps (it must not be dropped between two of its own frames)."""
+    return max(2.0, 3.0 / fps)
+
+
 class CaptureSupervisor:
     def __init__(
         self,
@@ -33,12 +39,12 @@ class CaptureSupervisor:
         width: int,
         height: int,
         fps: float,
-        watchdog_seconds: float = 2.0,
+        watchdog_seconds: float | None = None,
     ) -> None:
         self._make = make
         self._publish = publish  # thread-safe hand-over to the frame hub
         self._fps = fps
-        self._watchdog = watchdog_seconds
+        self.watchdog_seconds = silence_limit(fps) if watchdog_seconds is None else watchdog_seconds
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._generation = 0
@@ -48,10 +54,12 @@ class CaptureSupervisor:
         self._ticker: threading.Thread | None = None
         self._captures: list[threading.Thread] = []
         self._capture_wanted = False  # the watchdog abandoned a capture thread: start another
-        self.up = False
+        self._reading = False  # a source is open: the watchdog times its reads
+        self._last_progress = 0.0  # when it opened or last delivered a frame
+        self.up = False  # a source is open and has delivered a frame
         self.reconnects = 0
         self.frames_captured = 0
-        self.last_frame_monotonic = 0.0
+        self.last_frame_monotonic = 0.0  # the last real frame (never the "no signal" ticker's)
         self.description = ""
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -97,21 +105,33 @@ class CaptureSupervisor:
         return generation == self._generation and not self._stop.is_set()
 
     # -- state -------------------------------------------------------------------------------
-    def _set_up(self, generation: int, description: str) -> None:
+    def _set_reading(self, generation: int, description: str) -> None:
         with self._lock:
-            if not self._current(generation) or self.up:
+            if not self._current(generation):
+                return
+            self._reading = True
+            self._last_progress = time.monotonic()
+        self.description = description
+
+    def _got_frame(self, generation: int) -> None:
+        """A real frame arrived: the source is up from its first frame on, not from its open()."""
+        now = time.monotonic()
+        with self._lock:
+            if not self._current(generation):
+                return
+            self.last_frame_monotonic = self._last_progress = now
+            if self.up:
                 return
             self.up = True
-            self.last_frame_monotonic = time.monotonic()
-        self.description = description
-        log.info("source found: %s", description, extra={"event": "source_found", "source": description})
+        log.info("source found: %s", self.description,
+                 extra={"event": "source_found", "source": self.description})
 
     def _set_down(self, generation: int, reason: str) -> None:
         with self._lock:
             if generation != self._generation:
                 return
             was_up = self.up
-            self.up = False
+            self.up = self._reading = False
             self._no_signal_reason = reason
         if was_up:
             self.reconnects += 1
@@ -145,7 +165,7 @@ class CaptureSupervisor:
                 failures += 1
                 continue
             failures = 0
-            self._set_up(generation, source.description)
+            self._set_reading(generation, source.description)
             reason = "source stopped"
             try:
                 while self._current(generation):
@@ -160,8 +180,8 @@ class CaptureSupervisor:
                         write_stamp(image, captured)
                     self._size = (image.shape[1], image.shape[0])
                     self.frames_captured += 1
-                    self.last_frame_monotonic = time.monotonic()
                     self._publish(Frame(image, self._next_seq(), captured))
+                    self._got_frame(generation)
             except Exception as exc:
                 reason = f"{source.description}: {exc}"
                 log.exception("source read crashed")
@@ -179,9 +199,9 @@ class CaptureSupervisor:
         background = None
         while not self._stop.is_set():
             pacer.wait()
-            if self.up and time.monotonic() - self.last_frame_monotonic > self._watchdog:
+            if self._reading and time.monotonic() - self._last_progress > self.watchdog_seconds:
                 # A read() that hangs never returns to tell us: abandon that thread, start anew.
-                self._set_down(self._generation, f"no frame for {self._watchdog:g} s")
+                self._set_down(self._generation, f"no frame for {self.watchdog_seconds:g} s")
                 self._abandon_capture()
             if self._capture_wanted and not self._stop.is_set() and self._stuck_reads() < MAX_STUCK_READS:
                 self._capture_wanted = False

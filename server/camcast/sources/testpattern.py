@@ -47,7 +47,8 @@ class TestPattern:
         w, h = self.width, self.height
         image = self._background.copy()
         # A bar sweeping across once every 2 s, and a ball bouncing: motion you can see at a glance.
-        phase = (count % int(self.fps * 2)) / (self.fps * 2)
+        period = max(1, round(self.fps * 2))  # frames per sweep; at least one below 0.5 fps
+        phase = (count % period) / period
         x = int(phase * w)
         image[h // 6 : h * 2 // 3, max(0, x - w // 64) : x + w // 64] = 255 - image[
             h // 6 : h * 2 // 3, max(0, x - w // 64) : x + w // 64
