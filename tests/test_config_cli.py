@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import re
 import socket
 import subprocess
+import time
 from dataclasses import fields
 from pathlib import Path
 
@@ -165,3 +167,23 @@ def test_environment_and_command_line_on_a_running_server(start_server: StartSer
     assert code == 200 and headers["Content-Type"] == "image/jpeg"
     image = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR)
     assert image.shape == (240, 320, 3)
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        socket.create_server(("::1", 0), family=socket.AF_INET6).close()
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="this machine has no IPv6 loopback (::1) to listen on")
+def test_serves_on_ipv6_loopback(start_server: StartServer) -> None:
+    server = start_server("--host", "::1", wait=False)  # comes after the fixed --host 127.0.0.1
+    deadline = time.monotonic() + 20
+    while (match := re.search(r" at (http://\[::1\]:(\d+)/)", server.stdout())) is None:
+        assert server.proc.poll() is None, f"the server did not start\n{server.describe()}"
+        assert time.monotonic() < deadline, f"no serving line\n{server.describe()}"
+        time.sleep(0.05)
+    server.url, server.port = match.group(1), int(match.group(2))
+    assert server.wait_health(200) == 200

@@ -30,8 +30,12 @@ class StartupError(Exception):
 
 
 def _listen(host: str, port: int) -> socket.socket:
+    # An IPv6 address needs an IPv6 socket; "::" also takes IPv4 where the system allows it.
+    ipv6 = ":" in host
     try:
-        return socket.create_server((host, port), reuse_port=False, backlog=1024)
+        return socket.create_server(
+            (host, port), family=socket.AF_INET6 if ipv6 else socket.AF_INET, reuse_port=False,
+            backlog=1024, dualstack_ipv6=host == "::" and socket.has_dualstack_ipv6())
     except OSError as exc:
         reason = "address already in use" if exc.errno in (98, 48) else exc.strerror or str(exc)
         raise StartupError(f"cannot listen on {host}:{port}: {reason}") from None
