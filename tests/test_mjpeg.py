@@ -21,7 +21,9 @@ import cv2
 import numpy as np
 import pytest
 
-from camcast.frames import now_us
+from camcast.encoding.jpeg import SharedJpegEncoder
+from camcast.frames import Frame, now_us
+from camcast.hub import Hub
 from camcast.stamp import read_stamp
 from conftest import StartServer
 from support.mjpeg import MjpegReader, Part, collect, coverage, open_mjpeg, rate_of
@@ -193,6 +195,22 @@ async def test_snapshot_is_the_newest_frame(server: ServerProcess, http: aiohttp
     assert stamps[1] > stamps[0]
     # A snapshot does not start the shared MJPEG encoder.
     assert (await _status(http, server))["encoders"]["jpeg"] is False
+
+
+async def test_concurrent_snapshots_of_one_frame_cost_one_encode() -> None:
+    frames: Hub[Frame] = Hub("frames")
+    encoder = SharedJpegEncoder(frames, Hub("jpeg"), 80)
+    try:
+        frames.publish(Frame(np.zeros((480, 640, 3), np.uint8), 1, now_us()))
+        parts = await asyncio.gather(*(encoder.snapshot() for _ in range(20)))
+        assert encoder.frames_encoded == 1
+        assert all(part is parts[0] for part in parts)
+        assert await encoder.snapshot() is parts[0]  # polled again before a new frame: no encode
+        frames.publish(Frame(np.zeros((480, 640, 3), np.uint8), 2, now_us()))
+        part = await encoder.snapshot()
+        assert part is not None and part.seq == 2 and encoder.frames_encoded == 2
+    finally:
+        await encoder.close()
 
 
 async def test_fps_query_caps_one_clients_rate(server: ServerProcess, http: aiohttp.ClientSession) -> None:

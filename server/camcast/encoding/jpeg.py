@@ -41,6 +41,8 @@ class SharedJpegEncoder:
         self.encode_seconds = 0.0
         self.encode_time = Histogram(ENCODE_SECONDS_BUCKETS)  # per-frame seconds, for /metrics
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="camcast-jpeg")
+        # The snapshot of one frame (by seq), finished or in flight: pollers of that frame share it.
+        self._snapshot: tuple[int, asyncio.Future[JpegPart]] | None = None
         self._worker = LazyWorker("jpeg-encoder", output, self._run)
 
     @property
@@ -62,14 +64,19 @@ class SharedJpegEncoder:
         await encode_frames(self.frames, self._executor, self._encode, self.output.publish)
 
     async def snapshot(self) -> JpegPart | None:
-        """The newest frame as JPEG: reuse the shared encode when it is current."""
+        """The newest frame as JPEG: reuse the shared encode when it is current, else encode it
+        once for every request that asks for the same frame."""
         frame = self.frames.latest
         latest = self.output.latest
         if frame is None:
             return None
         if latest is not None and latest.seq == frame.seq:
             return latest
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self._encode, frame)
+        cached = self._snapshot
+        if cached is None or cached[0] != frame.seq:
+            future = asyncio.get_running_loop().run_in_executor(self._executor, self._encode, frame)
+            cached = self._snapshot = (frame.seq, future)
+        return await asyncio.shield(cached[1])  # one request that gives up must not cancel the rest
 
     async def close(self) -> None:
         await self._worker.close()
