@@ -287,6 +287,23 @@ def test_retention_deletes_the_oldest_first(tmp_path: Path) -> None:
     assert c.exists()
 
 
+def test_retention_forgets_what_it_deleted(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from camcast.recorder import RecorderSettings
+    from camcast.recorder.core import Recorder
+
+    feed = SimpleNamespace(supports_preroll=False, kind="mp4", fps=FPS)
+    recorder = Recorder(feed, RecorderSettings(folder=tmp_path, keep_days=7), lambda message: None)
+    old = _fake(tmp_path, "2020-01-01T00-00-00Z.mp4", 1000, 30)
+    kept = _fake(tmp_path, "2024-01-01T00-00-00Z.mp4", 1000, 0)
+    for path in (old, kept):
+        recorder.library.remember(path, now_us(), 1.0)
+    assert recorder._apply_retention() == [old.name]
+    # The duration cache follows the folder: a deleted file's entry must not stay for good.
+    assert set(recorder.library._durations) == {kept.name}
+
+
 async def test_retention_runs_at_startup_and_after_each_file(start_server: StartServer,
                                                              http: aiohttp.ClientSession,
                                                              tmp_path: Path) -> None:

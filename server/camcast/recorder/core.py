@@ -263,7 +263,10 @@ class Recorder:
 
     def _apply_retention(self) -> list[str]:
         s = self.settings
-        return apply_retention(s.folder, s.keep_days, s.max_bytes, self.is_active, self._folder_lock)
+        deleted = apply_retention(s.folder, s.keep_days, s.max_bytes, self.is_active, self._folder_lock)
+        for name in deleted:
+            self.library.forget(name)  # its cached duration would otherwise stay for good
+        return deleted
 
     async def _retention_loop(self) -> None:
         loop = asyncio.get_running_loop()
