@@ -53,7 +53,9 @@ export class Control {
     this.channel = channel;
     channel.addEventListener("open", () => this.opened(channel));
     channel.addEventListener("close", () => this.closed(channel));
-    channel.addEventListener("message", (event) => this.receive(event.data));
+    channel.addEventListener("message", (event) => {
+      if (channel === this.channel) this.receive(event.data);
+    });
     if (channel.readyState === "open") this.opened(channel);
   }
 
