@@ -37,28 +37,40 @@ function timeout(ms, message) {
   return new Promise((_, reject) => setTimeout(() => reject(new Error(message)), Math.max(0, ms)));
 }
 
-// Resolves when the <video> has a decoded frame to show.
-function firstFrame(video) {
-  return new Promise((resolve) => {
+// Watches the <video> for a decoded frame to show: `promise` resolves then; `cancel()` stops the
+// watch (its poll timer and listeners) when the attempt is given up. onWatching(+1/-1) counts
+// the watches still running, so a leak would show.
+function firstFrame(video, onWatching) {
+  let stop = () => {};
+  const promise = new Promise((resolve) => {
     const ready = () => video.videoWidth > 0 && video.readyState >= 2;
     if (ready()) {
       resolve();
       return;
     }
-    const done = () => {
-      clearInterval(poll);
-      video.removeEventListener("loadeddata", check);
-      video.removeEventListener("resize", check);
-      resolve();
-    };
+    let frameCallback = null;
     const check = () => {
       if (ready()) done();
     };
-    if ("requestVideoFrameCallback" in video) video.requestVideoFrameCallback(() => done());
+    const poll = setInterval(check, 200);
+    stop = () => {
+      stop = () => {};
+      clearInterval(poll);
+      if (frameCallback !== null) video.cancelVideoFrameCallback(frameCallback);
+      video.removeEventListener("loadeddata", check);
+      video.removeEventListener("resize", check);
+      onWatching(-1);
+    };
+    const done = () => {
+      stop();
+      resolve();
+    };
+    onWatching(1);
+    if ("requestVideoFrameCallback" in video) frameCallback = video.requestVideoFrameCallback(() => done());
     video.addEventListener("loadeddata", check);
     video.addEventListener("resize", check);
-    const poll = setInterval(check, 200);
   });
+  return { promise, cancel: () => stop() };
 }
 
 class Player {
@@ -84,6 +96,7 @@ class Player {
       clockOffsetMs: 0,
       mode: this.mode,
       lastError: null,
+      frameWatchers: 0, // first-frame watches running (0 or 1; more would be a leak)
     };
     this.active = null; // the WebRTC session on screen
     this.attempt = null; // a WebRTC session being set up
@@ -156,13 +169,17 @@ class Player {
     this.attempt = session;
     const deadline = performance.now() + withinMs;
     const video = this.el.video;
+    let watch = null;
     try {
       const stream = await Promise.race([session.connect(), lost, timeout(withinMs, "no answer in time")]);
       video.srcObject = stream;
       video.play().catch(() => {
         // autoplay refusals surface as no first frame below
       });
-      await Promise.race([firstFrame(video), lost,
+      watch = firstFrame(video, (delta) => {
+        this.state.frameWatchers += delta;
+      });
+      await Promise.race([watch.promise, lost,
         timeout(deadline - performance.now(), "no video frame in time")]);
       if (this.attempt !== session) {
         session.close(); // abandoned meanwhile (the page is going away)
@@ -175,6 +192,8 @@ class Player {
       session.close();
       if (!this.active) video.srcObject = null;
       this.webrtcFailed(error);
+    } finally {
+      if (watch) watch.cancel(); // a lost race leaves the watch running otherwise
     }
   }
 
