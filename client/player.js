@@ -18,7 +18,8 @@ import { WebRtcSession, webrtcSupported } from "/client/webrtc.js";
 
 const FIRST_FRAME_MS = 4000; // WebRTC must show a frame this soon, or MJPEG takes over
 const BACKGROUND_ATTEMPT_MS = 8000; // a retry while MJPEG plays may take longer: nobody waits on it
-const RETRY_MS = 12000; // between WebRTC attempts while on MJPEG
+const RETRY_MS = 12000; // first wait between WebRTC attempts while on MJPEG, doubled on each failure
+const MAX_RETRY_MS = 120000; // ... up to this
 const QUICK_RETRY_MS = 2000; // first retry after a dropped connection
 const FORCED_RETRY_MS = 5000; // ?transport=webrtc keeps trying at this pace
 const STALL_MS = 4000; // no new frame for this long: the transport is stuck
@@ -219,7 +220,8 @@ class Player {
       this.scheduleRetry(this.failures > 1 ? FORCED_RETRY_MS : QUICK_RETRY_MS);
     } else {
       this.showMjpeg();
-      this.scheduleRetry(RETRY_MS);
+      // Each attempt holds a server slot while it lasts: back off while WebRTC keeps failing.
+      this.scheduleRetry(Math.min(RETRY_MS * 2 ** (this.failures - 1), MAX_RETRY_MS));
     }
   }
 

@@ -1,5 +1,6 @@
 // One WebRTC receive session: offer/answer over POST /offer, a recvonly video transceiver and the
 // "control" data channel. It reports a lost connection; retrying is the player's decision.
+// Closing it also ends it on the server (DELETE /whep/<id>), which frees the slot at once.
 
 import { HttpError } from "/client/api.js";
 
@@ -76,6 +77,7 @@ export class WebRtcSession {
     this.pc = null;
     this.channel = null;
     this.stream = null;
+    this.id = null; // the server's session id, from the answer
     this.closed = false;
     this.lostReported = false;
     this.disconnectTimer = null;
@@ -117,7 +119,11 @@ export class WebRtcSession {
     });
     if (!response.ok) throw new HttpError(response.status, `offer rejected: ${response.status}`);
     const answer = await response.json();
-    if (this.closed) throw new Error("closed");
+    if (answer && typeof answer.id === "string") this.id = answer.id;
+    if (this.closed) {
+      this.endOnServer(); // closed while the answer was on its way
+      throw new Error("closed");
+    }
     if (!answer || typeof answer.sdp !== "string" || answer.type !== "answer") throw new Error("bad answer");
     await pc.setRemoteDescription({ sdp: answer.sdp, type: answer.type });
     return trackArrived;
@@ -183,5 +189,17 @@ export class WebRtcSession {
     }
     if (this.stream) for (const track of this.stream.getTracks()) track.stop();
     if (this.pc) this.pc.close();
+    this.endOnServer();
+  }
+
+  // Without this the server holds the session until ICE fails or times out. keepalive: the
+  // request outlives the page when it closes on pagehide. A 404 (already gone) is fine.
+  endOnServer() {
+    if (!this.id) return;
+    const path = `/whep/${encodeURIComponent(this.id)}`;
+    this.id = null;
+    fetch(path, this.api.withAuth({ method: "DELETE", keepalive: true })).catch(() => {
+      // the server is gone: nothing left to end
+    });
   }
 }

@@ -109,6 +109,42 @@ async def test_falls_back_to_mjpeg_when_webrtc_fails(server: ServerProcess, chro
         assert unexpected(failed, allowed=("offer",)) == []
 
 
+def without_candidates(sdp: str) -> str:
+    return "".join(line for line in sdp.splitlines(keepends=True) if not line.startswith("a=candidate"))
+
+
+async def test_failed_attempt_ends_its_server_session_and_its_watch(server: ServerProcess, chromium) -> None:
+    # Neither side learns an address: the answer arrives and a track with it, but no frame ever does.
+    async with open_page(chromium, server.url) as page:
+        ids: list[str] = []
+        deletes: list[tuple[str, int]] = []
+
+        async def unreachable(route: Route) -> None:
+            offer = route.request.post_data_json
+            response = await route.fetch(post_data={**offer, "sdp": without_candidates(offer["sdp"])})
+            answer = await response.json()
+            ids.append(answer["id"])
+            await route.fulfill(response=response, json={**answer, "sdp": without_candidates(answer["sdp"])})
+
+        def on_response(response: Response) -> None:
+            if response.request.method == "DELETE":
+                deletes.append((response.url.split("/", 3)[-1], response.status))
+
+        page.on("response", on_response)
+        await page.route("**/offer", unreachable)
+        await page.goto(server.url)
+
+        await until(page, "window.camcast.frameWatchers === 1")  # waiting for the first frame
+        await until(page, "window.camcast.transport === 'mjpeg' && window.camcast.frameWatchers === 0")
+        deadline = time.monotonic() + WAIT
+        while not deletes and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        # The server still held the attempt's session, and ended it when asked.
+        assert deletes == [(f"whep/{ids[0]}", 200)]
+        await wait_status(server, lambda s: s["viewers"]["webrtc"] == 0)
+        assert page_errors(page) == []
+
+
 async def test_transport_mjpeg_never_offers(server: ServerProcess, chromium) -> None:
     async with open_page(chromium, server.url) as page:
         failed = watch_failures(page)
