@@ -26,7 +26,7 @@ log = logging.getLogger("camcast")
 
 def build_stream(config: Config, source_factory: Callable[[], Source] | None = None) -> Stream:
     settings = StreamSettings(
-        name="default", width=config.width, height=config.height, fps=config.fps,
+        name="default", source=config.source, width=config.width, height=config.height, fps=config.fps,
         jpeg_quality=config.jpeg_quality, keyframe_interval=config.keyframe_interval,
         bitrate=config.bitrate,
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from camcast import __version__
-from camcast.appkeys import CONFIG, STREAM
+from camcast.appkeys import STREAM
 from camcast.recorder import RECORDER
 from camcast.webrtc import PEERS
 
@@ -19,18 +19,17 @@ async def healthz_handler(request: web.Request) -> web.Response:
 
 def status_of(app: web.Application) -> dict[str, object]:
     stream = app[STREAM]
-    config = app[CONFIG]
     width, height = stream.current_size
     capture = stream.capture
     return {
         "version": __version__,
-        "source": capture.description if capture and capture.description else config.source,
+        "source": capture.description if capture and capture.description else stream.settings.source,
         "source_up": stream.source_up,
         "size": f"{width}x{height}",
         "width": width,
         "height": height,
         "fps": round(stream.fps_meter.fps, 2),
-        "fps_target": config.fps,
+        "fps_target": stream.settings.fps,
         "frames_captured": capture.frames_captured if capture else 0,
         "reconnects": capture.reconnects if capture else 0,
         "viewers": stream.viewers.by_kind(),

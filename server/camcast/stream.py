@@ -20,6 +20,7 @@ from camcast.viewers import Viewers
 @dataclass(frozen=True)
 class StreamSettings:
     name: str
+    source: str  # the resolved --source spec (the running source adds its own description)
     width: int
     height: int
     fps: float
