@@ -173,3 +173,16 @@ async def test_max_peers_gives_503_until_a_session_ends(whep_server: ServerProce
     again = viewer(whep_server.url)
     await again.connect(http, via="whep")
     await again.wait_frames(3)
+
+
+async def test_delete_ends_an_offer_session_too(whep_server: ServerProcess, viewer: Callable[..., Viewer],
+                                                http: aiohttp.ClientSession) -> None:
+    # The player releases an attempt it gave up on with the id /offer answered: one id space.
+    await wait_peers(http, whep_server, 0)
+    v = viewer(whep_server.url)
+    await v.connect(http)  # POST /offer
+    v.session_url = f"{whep_server.url}whep/{v.answer['id']}"
+    await wait_peers(http, whep_server, 1)
+    assert await v.delete(http) == 200
+    await wait_peers(http, whep_server, 0)
+    assert await v.delete(http) == 404

@@ -86,9 +86,9 @@ async def whep_options_handler(request: web.Request) -> web.Response:
 
 
 async def whep_delete_handler(request: web.Request) -> web.Response:
-    """DELETE /whep/<id>: end that session."""
+    """DELETE /whep/<id>: end that session, WHEP or /offer alike (they share one id space)."""
     if not await request.app[PEERS].close_session(request.match_info["id"], "ended by DELETE"):
-        return _fail(404, "no such WHEP session")
+        return _fail(404, "no such session")
     return web.Response(status=200, text="session ended\n", headers=_NO_STORE)
 
 
