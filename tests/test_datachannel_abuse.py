@@ -17,6 +17,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
+from camcast.control import ControlBus
 from support.server import ServerProcess, launch
 from support.webrtc_viewer import Viewer
 
@@ -156,3 +157,29 @@ async def test_a_flood_is_rate_limited_and_other_peers_carry_on(dc_server: Serve
     # The flooder itself is fine once it slows down: its bucket refills.
     assert await round_trip(flooder, 0.5) < 5
     assert (await session_of(http, dc_server, flooder))["control_open"]
+
+
+async def test_a_peer_keeps_only_latency_reports_the_metrics_accept(dc_server: ServerProcess,
+                                                                    viewer: MakeViewer,
+                                                                    http: aiohttp.ClientSession) -> None:
+    v = await connected(viewer, dc_server, http)
+    v.send('{"type": "latency", "ms": 42}')
+    for bad in ("-1", "60001", "1e308", "true", '"12"'):
+        v.send(f'{{"type": "latency", "ms": {bad}}}')
+    for _ in range(5):
+        assert (await v.next_message())["type"] == "error"
+    await round_trip(v, 2.5)  # replies are in order: every report was handled
+    session = await session_of(http, dc_server, v)
+    assert session["latency_ms"] == 42
+
+
+def test_a_broadcast_is_serialised_once_for_every_peer() -> None:
+    bus = ControlBus()
+    got: dict[str, list[str]] = {"a": [], "b": []}
+    bus.attach("a", got["a"].append)
+    bus.attach("b", got["b"].append)
+    bus.broadcast({"type": "record", "recording": True})
+    assert got["a"] == got["b"] == ['{"type":"record","recording":true}']
+    assert got["a"][0] is got["b"][0]
+    bus.broadcast({"type": "record", "bad": float("nan")})  # not JSON: sent to nobody, raises nothing
+    assert len(got["a"]) == len(got["b"]) == 1

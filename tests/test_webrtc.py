@@ -14,17 +14,26 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
 import pytest
 import pytest_asyncio
+from aiortc import RTCConfiguration, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError
 
-from camcast.config import ConfigError, parse_ice_server
+from camcast.config import ConfigError, load_config, parse_ice_server
+from camcast.control import ControlBus
 from camcast.frames import EncodedPacket
 from camcast.hub import Hub
+from camcast.viewers import Viewers
+from camcast.webrtc import peer as peer_module
 from camcast.webrtc.iceconfig import fixed_host_addresses, link_headers, rtc_configuration
+from camcast.webrtc.offer import OfferError
+from camcast.webrtc.options import WebRtcOptions
+from camcast.webrtc.peer import Peer
+from camcast.webrtc.registry import PeerRegistry
 from camcast.webrtc.track import PacketTrack
 from support.loopback import candidate_addresses
 from support.server import ServerProcess, clean_env, launch
@@ -298,9 +307,12 @@ def test_ice_server_urls() -> None:
     turn = parse_ice_server("turn:alice:s%40cret@turn.example.org:3478?transport=tcp")
     assert (turn.url, turn.username, turn.credential) == (
         "turn:turn.example.org:3478?transport=tcp", "alice", "s@cret")
-    for bad in ("stun:", "http://x", "turn:turn.example.org", "stun:u:p@host", "stun:host:99999"):
+    for bad in ("stun:", "http://x", "turn:turn.example.org", "stun:u:p@host", "stun:host:99999",
+                "turn:alice:s%0D%0ALink:%20x@turn.example.org", "turn:al%0Aice:pw@h", "turn:a:b%00@h"):
         with pytest.raises(ConfigError):
             parse_ice_server(bad)
+    with pytest.raises(ConfigError, match="control characters"):  # the CLI exits 2 on a ConfigError
+        load_config(["--ice-server", "turn:alice:s%0D%0A@turn.example.org"])
     config = rtc_configuration([(turn.url, turn.username, turn.credential)])
     (server,) = config.iceServers
     assert (server.urls, server.username, server.credential) == (turn.url, "alice", "s@cret")
@@ -310,6 +322,8 @@ def test_ice_server_urls() -> None:
         'credential="s@cret"; credential-type="password"',
         '<stun:h>; rel="ice-server"',
     ]
+    (link,) = link_headers([("turn:h", 'a"b', "c\\")])  # a quoted-string: quote and backslash escaped
+    assert link.endswith('username="a\\"b"; credential="c\\\\"; credential-type="password"')
 
 
 def test_fixed_host_addresses_respect_the_address_family() -> None:
@@ -374,3 +388,66 @@ async def test_track_ends_when_the_hub_closes() -> None:
     with pytest.raises(MediaStreamError):
         await pending
     assert track.readyState == "ended"
+
+
+# -- peers and the registry in this process (loopback ICE, no server) ----------------------------
+
+def _stream() -> Any:
+    """The parts of a Stream a peer uses: an H.264 packet hub, its encoder, the viewer counts."""
+    encoder = SimpleNamespace(force_keyframe=lambda: True)
+    return SimpleNamespace(video_encoders={"h264": encoder}, packets={"h264": Hub("h264")}, viewers=Viewers())
+
+
+async def _offer() -> str:
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        pc.addTransceiver("video", direction="recvonly")
+        await pc.setLocalDescription(await pc.createOffer())
+        return pc.localDescription.sdp
+    finally:
+        await pc.close()
+
+
+async def test_a_failing_watchdog_closes_its_peer(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(peer_module, "WATCH_INTERVAL", 0.01)
+    closed: list[Peer] = []
+    peer = Peer("p1", "127.0.0.1", "offer", "h264", RTCConfiguration(iceServers=[]), _stream(),
+                ControlBus(), 10.0, closed.append)
+
+    async def broken_stats() -> Any:
+        raise RuntimeError("stats broke")
+
+    peer.sender = SimpleNamespace(getStats=broken_stats)  # type: ignore[assignment]
+    peer.connected_at = time.monotonic()
+    peer.start()
+    for _ in range(500):
+        if closed:
+            break
+        await asyncio.sleep(0.01)
+    assert closed == [peer] and "stats broke" in (peer.close_reason or "")
+
+
+async def test_viewers_count_connected_peers_not_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    stream = _stream()
+    registry = PeerRegistry(stream, ControlBus(), WebRtcOptions(codec="h264"))
+    peer, answer = await registry.open_session(await _offer(), "127.0.0.1", "offer")
+    assert answer.startswith("v=0") and len(registry) == 1
+    assert stream.viewers.current["webrtc"] == 0  # answered, never connected: no viewer
+    assert await registry.close_session(peer.id, "test")
+    assert len(registry) == 0
+    assert stream.viewers.current["webrtc"] == 0 and stream.viewers.total["webrtc"] == 0
+
+    # A peer closed while it was being answered (its transport failed) is refused, not registered.
+    negotiate = Peer.negotiate
+
+    async def negotiate_then_fail(self: Peer, offer_sdp: str) -> str:
+        answer = await negotiate(self, offer_sdp)
+        await self.close("connection failed")
+        return answer
+
+    monkeypatch.setattr(Peer, "negotiate", negotiate_then_fail)
+    with pytest.raises(OfferError) as refused:
+        await registry.open_session(await _offer(), "127.0.0.1", "offer")
+    assert 400 <= refused.value.status < 500 and "connection failed" in refused.value.reason
+    assert len(registry) == 0 and registry.rejected_offers == 1
+    await registry.close_all()

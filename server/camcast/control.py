@@ -7,7 +7,9 @@ the messages `greeting()` returns. Neither side imports the other: the app wires
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -16,7 +18,8 @@ log = logging.getLogger("camcast.control")
 Message = dict[str, Any]
 # A handler gets the message and the sender's id; it returns a reply for that sender (or None).
 Handler = Callable[[Message, str], Awaitable[Message | None]]
-Sink = Callable[[Message], None]
+# A sink gets a message already serialised: a broadcast encodes it once for every peer.
+Sink = Callable[[str], None]
 
 
 class ControlError(Exception):
@@ -51,9 +54,14 @@ class ControlBus:
 
     def broadcast(self, message: Message) -> None:
         """Send to every attached peer; a failing sink never stops the others."""
+        try:
+            text = encode(message)
+        except (TypeError, ValueError) as exc:  # a feature's bug: say so, and keep the caller going
+            log.error("broadcast not sent, not JSON: %s", exc)
+            return
         for peer_id, sink in list(self._sinks.items()):
             try:
-                sink(message)
+                sink(text)
             except Exception as exc:  # a closing channel: that peer is being removed anyway
                 log.debug("broadcast to %s failed: %s", peer_id, exc)
 
@@ -75,3 +83,16 @@ class ControlBus:
 
 def error(text: str) -> Message:
     return {"type": "error", "message": text}
+
+
+def encode(message: Message) -> str:
+    """The JSON text of a message as it goes on the wire; ValueError/TypeError if it is not JSON."""
+    return json.dumps(message, separators=(",", ":"), allow_nan=False)
+
+
+def finite_number(message: Message, key: str) -> float | None:
+    """`message[key]` when it is a finite JSON number, else None (`true` is an int to Python, not here)."""
+    value = message.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return value

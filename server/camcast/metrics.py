@@ -28,7 +28,7 @@ from prometheus_client.registry import Collector
 from camcast import __version__
 from camcast.appkeys import CONTROL, STREAM
 from camcast.auth import TOKEN_GUARD
-from camcast.control import ControlError, Message
+from camcast.control import ControlError, Message, finite_number
 from camcast.histogram import LATENCY_SECONDS_BUCKETS, Histogram, HistogramSnapshot
 from camcast.mjpeg import MJPEG
 from camcast.recorder import RECORDER, Recorder
@@ -45,9 +45,8 @@ class DisplayLatency:
         self.rejected = 0
 
     async def handle(self, message: Message, sender: str) -> Message | None:
-        ms = message.get("ms")
-        # bool is an int in Python, but `true` is no latency.
-        if isinstance(ms, bool) or not isinstance(ms, int | float) or not math.isfinite(ms):
+        ms = finite_number(message, "ms")
+        if ms is None:
             self.rejected += 1
             raise ControlError("latency needs a number 'ms'")
         if not 0 <= ms <= MAX_LATENCY_MS:

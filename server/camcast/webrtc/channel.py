@@ -12,14 +12,12 @@ import asyncio
 import contextlib
 import json
 import logging
-import math
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from aiortc import RTCDataChannel, RTCSctpTransport
 
-from camcast.control import ControlBus, Message, error
+from camcast.control import ControlBus, Message, encode, error
 from camcast.ratelimit import TokenBucket
 
 log = logging.getLogger("camcast.webrtc")
@@ -47,10 +45,11 @@ Incoming = str | bytes | _InvalidText | _TooLong
 
 class ControlChannel:
     def __init__(self, peer_id: str, bus: ControlBus,
-                 on_message: Callable[[Message], None] | None = None) -> None:
+                 on_accepted: Callable[[Message], None] | None = None) -> None:
         self.peer_id = peer_id
         self._bus = bus
-        self._on_message = on_message  # sees every well-formed message first (per-peer bookkeeping)
+        # Sees every message the bus handled without an error (per-peer bookkeeping of valid values).
+        self._on_accepted = on_accepted
         self._channel: RTCDataChannel | None = None
         self._inbox: asyncio.Queue[Incoming] = asyncio.Queue(INBOX_SIZE)
         self._bucket = TokenBucket(RATE, BURST)
@@ -84,7 +83,7 @@ class ControlChannel:
         if self._worker is None:
             loop = asyncio.get_running_loop()
             self._worker = loop.create_task(self._work(), name=f"control-{self.peer_id}")
-        self._bus.attach(self.peer_id, self.send)
+        self._bus.attach(self.peer_id, self.send_text)
         for message in self._bus.greeting():
             self.send(message)
 
@@ -94,7 +93,16 @@ class ControlChannel:
             self._bus.detach(self.peer_id)
 
     def send(self, message: Message) -> None:
-        """Send one message if the channel is open and the peer keeps up; never raises."""
+        """Send one message (a reply, a greeting); never raises."""
+        try:
+            text = encode(message)
+        except (TypeError, ValueError) as exc:
+            log.debug("control message to %s not sent, not JSON: %s", self.peer_id, exc)
+            return
+        self.send_text(text)
+
+    def send_text(self, text: str) -> None:
+        """Send one serialised message if the channel is open and the peer keeps up; never raises."""
         channel = self._channel
         if channel is None or channel.readyState != "open":
             return
@@ -102,8 +110,8 @@ class ControlChannel:
             self.dropped_out += 1
             return
         try:
-            channel.send(json.dumps(message, separators=(",", ":"), allow_nan=False))
-        except Exception as exc:  # closing transport, or a value that is not JSON
+            channel.send(text)
+        except Exception as exc:  # a closing transport
             log.debug("control message to %s not sent: %s", self.peer_id, exc)
 
     def _receive(self, channel: RTCDataChannel, data: Incoming) -> None:
@@ -159,9 +167,11 @@ class ControlChannel:
             message = json.loads(data)
         except Exception:  # ValueError, and RecursionError for absurdly deep nesting
             return error("a message must be JSON")
-        if isinstance(message, dict) and self._on_message is not None:
-            self._on_message(message)
-        return await self._bus.dispatch(message, self.peer_id)
+        reply = await self._bus.dispatch(message, self.peer_id)
+        accepted = reply is None or reply.get("type") != "error"
+        if accepted and isinstance(message, dict) and self._on_accepted is not None:
+            self._on_accepted(message)
+        return reply
 
     async def close(self) -> None:
         if self._closed:
@@ -198,12 +208,3 @@ def guard_sctp(sctp: RTCSctpTransport, on_invalid_text: Callable[[int], None]) -
 
     sctp._data_channel_receive = receive  # type: ignore[method-assign]
 
-
-def latency_ms(message: dict[str, Any]) -> float | None:
-    """The `ms` of a well-formed `latency` report, else None."""
-    if message.get("type") != "latency":
-        return None
-    ms = message.get("ms")
-    if isinstance(ms, bool) or not isinstance(ms, int | float) or not math.isfinite(ms):
-        return None
-    return float(ms)

@@ -30,11 +30,15 @@ def link_headers(servers: Sequence[IceServerValues]) -> list[str]:
     for url, username, credential in servers:
         link = f'<{url}>; rel="ice-server"'
         if username is not None:
-            user = username.replace('"', '\\"')
-            secret = (credential or "").replace('"', '\\"')
+            user, secret = _quoted(username), _quoted(credential or "")
             link += f'; username="{user}"; credential="{secret}"; credential-type="password"'
         links.append(link)
     return links
+
+
+def _quoted(text: str) -> str:
+    """The inside of an HTTP quoted-string (RFC 9110 5.6.4); control characters never get here."""
+    return text.replace("\\", "\\\\").replace('"', '\\"')
 
 
 def fixed_host_addresses(addresses: Sequence[str]) -> Callable[[bool, bool], list[str]]:

@@ -15,9 +15,10 @@ from typing import Any
 
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription, clock
 
-from camcast.control import ControlBus, Message
+from camcast.control import ControlBus, Message, finite_number
 from camcast.stream import Stream
-from camcast.webrtc.channel import ControlChannel, guard_sctp, latency_ms
+from camcast.viewers import Viewers
+from camcast.webrtc.channel import ControlChannel, guard_sctp
 from camcast.webrtc.offer import OfferError, codec_preferences
 from camcast.webrtc.track import PacketTrack
 
@@ -26,6 +27,7 @@ log = logging.getLogger("camcast.webrtc")
 CONNECT_TIMEOUT = 30.0  # s from the answer to a connected transport
 WATCH_INTERVAL = 1.0
 CLOSE_TIMEOUT = 5.0
+VIEWER_KIND = "webrtc"
 
 
 class Peer:
@@ -46,9 +48,11 @@ class Peer:
         self.pc = RTCPeerConnection(configuration)
         encoder = stream.video_encoders[codec]
         viewers = stream.viewers
+        self._viewers: Viewers = viewers
+        self._watching = False  # counted as a viewer: from connected until closed
         self.track = PacketTrack(stream.packets[codec], encoder.force_keyframe,
-                                 on_sent=lambda size: viewers.sent("webrtc", size))
-        self.control = ControlChannel(peer_id, bus, on_message=self._bookkeep)
+                                 on_sent=lambda size: viewers.sent(VIEWER_KIND, size))
+        self.control = ControlChannel(peer_id, bus, on_accepted=self._bookkeep)
         self.sender: RTCRtpSender | None = None
         self._on_closed = on_closed
         self._closing = False
@@ -94,16 +98,22 @@ class Peer:
         self.track.request_keyframe()
 
     def _bookkeep(self, message: Message) -> None:
-        ms = latency_ms(message)
+        """Called for messages the bus accepted only: a latency here passed the metrics' checks."""
+        if message.get("type") != "latency":
+            return
+        ms = finite_number(message, "ms")
         if ms is not None:
-            self.latency_ms = ms
+            self.latency_ms = float(ms)
             self.latency_reports += 1
 
     def _on_connection_state(self) -> None:
         state = self.pc.connectionState
-        if state == "connected" and self.connected_at is None:
+        if state == "connected" and self.connected_at is None and not self._closing:
             self.connected_at = time.monotonic()
             log.debug("peer %s connected after %.0f ms", self.id, (self.connected_at - self.created) * 1000)
+            # A viewer from here on: attempts that never connect are not counted.
+            self._watching = True
+            self._viewers.join(VIEWER_KIND, f"{self.id} from {self.remote} ({self.via}, {self.codec})")
         elif state in ("failed", "closed"):
             self._spawn(self.close(f"connection {state}"), f"close-{self.id}")
 
@@ -116,18 +126,29 @@ class Peer:
         """Drop a peer that never connects, or whose receiver reports stop (it went away silently)."""
         while not self._closing:
             await asyncio.sleep(WATCH_INTERVAL)
-            if self.connected_at is None:
-                if time.monotonic() - self.created > CONNECT_TIMEOUT:
-                    self._spawn(self.close(f"not connected within {CONNECT_TIMEOUT:g} s"), f"close-{self.id}")
-                    return
-                continue
-            silent = await self._report_silence()
-            if silent is None and self.track.first_packet_at is not None:
-                # No report yet: every receiver sends them (RFC 3550), so count from the first packet.
-                silent = time.monotonic() - self.track.first_packet_at
-            if silent is not None and silent > self.peer_timeout:
-                self._spawn(self.close(f"no receiver reports for {silent:.0f} s"), f"close-{self.id}")
+            try:
+                reason = await self._check()
+            except Exception as exc:
+                # Unwatched, a peer that went away would be kept for ever: end it instead.
+                log.debug("peer %s watchdog failed: %r", self.id, exc)
+                reason = f"watchdog failed: {exc!r}"
+            if reason is not None:
+                self._spawn(self.close(reason), f"close-{self.id}")
                 return
+
+    async def _check(self) -> str | None:
+        """Why this peer should be closed now, if it should."""
+        if self.connected_at is None:
+            if time.monotonic() - self.created > CONNECT_TIMEOUT:
+                return f"not connected within {CONNECT_TIMEOUT:g} s"
+            return None
+        silent = await self._report_silence()
+        if silent is None and self.track.first_packet_at is not None:
+            # No report yet: every receiver sends them (RFC 3550), so count from the first packet.
+            silent = time.monotonic() - self.track.first_packet_at
+        if silent is not None and silent > self.peer_timeout:
+            return f"no receiver reports for {silent:.0f} s"
+        return None
 
     async def _report_silence(self) -> float | None:
         """Seconds since the remote's last RTCP receiver report; None before the first one."""
@@ -147,6 +168,9 @@ class Peer:
             return
         self._closing = True
         self.close_reason = reason
+        if self._watching:
+            self._watching = False
+            self._viewers.leave(VIEWER_KIND, f"{self.id} from {self.remote} ({reason})")
         current = asyncio.current_task()
         for task in list(self._tasks):
             if task is not current and not task.get_name().startswith("close-"):

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import math
 import time
 
-from camcast.control import ControlError, Message
+from camcast.control import ControlError, Message, finite_number
 
 
 async def ping(message: Message, sender: str) -> Message:
-    t = message.get("t")
-    if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t):
+    t = finite_number(message, "t")
+    if t is None:
         raise ControlError("ping needs a number 't' (the client's time in ms)")
     return {"type": "pong", "t": t, "server_time": time.time_ns() // 1_000_000}

@@ -17,8 +17,6 @@ from camcast.webrtc.peer import Peer
 
 log = logging.getLogger("camcast.webrtc")
 
-VIEWER_KIND = "webrtc"
-
 
 class PeerRegistry:
     def __init__(self, stream: Stream, bus: ControlBus, options: WebRtcOptions) -> None:
@@ -60,6 +58,8 @@ class PeerRegistry:
                 answer = await peer.negotiate(offer_sdp)
                 if self._closed:
                     raise OfferError(503, "the server is shutting down")
+                if peer.closed:  # e.g. its transport failed meanwhile: nothing left to answer with
+                    raise OfferError(409, f"the session ended before it was answered ({peer.close_reason})")
             except BaseException as exc:
                 if isinstance(exc, OfferError):
                     self.rejected_offers += 1
@@ -69,14 +69,14 @@ class PeerRegistry:
             self._negotiating -= 1
         self._peers[peer.id] = peer
         self.sessions_total += 1
-        self.stream.viewers.join(VIEWER_KIND, f"{peer.id} from {remote} ({via}, {plan.codec})")
+        # Counted as a viewer once connected (Peer): an answer alone may never be used.
+        log.debug("session %s answered for %s (%s, %s)", peer.id, remote, via, plan.codec)
         peer.start()
         return peer, answer
 
     def _forget(self, peer: Peer) -> None:
         if self._peers.get(peer.id) is peer:
             del self._peers[peer.id]
-            self.stream.viewers.leave(VIEWER_KIND, f"{peer.id} from {peer.remote} ({peer.close_reason})")
 
     async def close_session(self, peer_id: str, reason: str) -> bool:
         peer = self._peers.get(peer_id)
