@@ -23,26 +23,37 @@ def client_root() -> Path:
     return Path(__file__).resolve().parents[2] / "client"
 
 
-def _asset(root: Path, name: str) -> web.Response:
-    node = root.joinpath(name)
-    if not name or "/" in name or name.startswith(".") or not node.is_file():
+def _load_assets(root: Path) -> dict[str, tuple[bytes, str]]:
+    """Every file of the player (a few small ones that never change while it runs): name → (bytes,
+    content type), read once, so no request reads a file on the event loop."""
+    assets = {}
+    for node in sorted(root.iterdir()):
+        if node.name.startswith(".") or not node.is_file():
+            continue
+        content_type = mimetypes.guess_type(node.name)[0] or "application/octet-stream"
+        if node.name.endswith(".js"):
+            content_type = "text/javascript"
+        assets[node.name] = (node.read_bytes(), content_type)
+    return assets
+
+
+def _asset(assets: dict[str, tuple[bytes, str]], name: str) -> web.Response:
+    if name not in assets:
         raise web.HTTPNotFound(text="not found\n")
-    content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
-    if name.endswith(".js"):
-        content_type = "text/javascript"
-    return web.Response(body=node.read_bytes(), content_type=content_type,
+    body, content_type = assets[name]
+    return web.Response(body=body, content_type=content_type,
                         headers={"Content-Security-Policy": _CSP, "Cache-Control": "no-cache",
                                  "X-Content-Type-Options": "nosniff"})
 
 
 def add_client_routes(app: web.Application) -> None:
-    root = client_root()
+    assets = _load_assets(client_root())
 
     async def index(request: web.Request) -> web.Response:
-        return _asset(root, "index.html")
+        return _asset(assets, "index.html")
 
     async def asset(request: web.Request) -> web.Response:
-        return _asset(root, request.match_info["name"])
+        return _asset(assets, request.match_info["name"])
 
     app.router.add_get("/", index)
     app.router.add_get("/client/{name}", asset)
