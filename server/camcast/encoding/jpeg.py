@@ -38,7 +38,6 @@ class SharedJpegEncoder:
         self.output = output
         self.quality = quality
         self.frames_encoded = 0
-        self.encode_seconds = 0.0
         self.encode_time = Histogram(ENCODE_SECONDS_BUCKETS)  # per-frame seconds, for /metrics
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="camcast-jpeg")
         # The snapshot of one frame (by seq), finished or in flight: pollers of that frame share it.
@@ -53,7 +52,6 @@ class SharedJpegEncoder:
         started = time.perf_counter()
         jpeg = encode_jpeg(frame.image, self.quality)
         elapsed = time.perf_counter() - started
-        self.encode_seconds += elapsed
         self.encode_time.observe(elapsed)
         self.frames_encoded += 1
         chunk = mjpeg_chunk(jpeg, frame.captured_us)

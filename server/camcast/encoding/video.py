@@ -70,7 +70,6 @@ class SharedVideoEncoder:
         self.bitrate = bitrate
         self.frames_encoded = 0
         self.keyframes = 0
-        self.encode_seconds = 0.0
         self.encode_time = Histogram(ENCODE_SECONDS_BUCKETS)  # per-frame seconds, for /metrics
         self.errors = 0
         self.restarts = 0
@@ -175,7 +174,6 @@ class SharedVideoEncoder:
                                      frame.captured_us, width, height, self._generation))
         self.frames_encoded += 1
         elapsed = time.perf_counter() - started
-        self.encode_seconds += elapsed
         self.encode_time.observe(elapsed)
         return out
 
