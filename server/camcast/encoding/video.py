@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -195,5 +197,7 @@ class SharedVideoEncoder:
 
     async def close(self) -> None:
         await self._worker.close()
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        # Wait (off the loop) for a frame still encoding: its codec context is freed only after.
+        await asyncio.get_running_loop().run_in_executor(
+            None, functools.partial(self._executor.shutdown, wait=True, cancel_futures=True))
         self._ctx = None
