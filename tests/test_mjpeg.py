@@ -22,8 +22,9 @@ import numpy as np
 import pytest
 
 from camcast.encoding.jpeg import SharedJpegEncoder
-from camcast.frames import Frame, now_us
+from camcast.frames import Frame, JpegPart, now_us
 from camcast.hub import Hub
+from camcast.mjpeg import MjpegClient
 from camcast.stamp import read_stamp
 from conftest import StartServer
 from support.mjpeg import MjpegReader, Part, collect, coverage, open_mjpeg, rate_of
@@ -211,6 +212,37 @@ async def test_concurrent_snapshots_of_one_frame_cost_one_encode() -> None:
         assert part is not None and part.seq == 2 and encoder.frames_encoded == 2
     finally:
         await encoder.close()
+
+
+class _Socket:
+    """Just enough of a transport for MjpegClient.send: a send buffer that is full or empty."""
+
+    def __init__(self) -> None:
+        self.pending = 0
+        self.written: list[bytes] = []
+
+    def get_write_buffer_size(self) -> int:
+        return self.pending
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def abort(self) -> None:
+        pass
+
+
+async def test_fps_query_schedules_from_frames_written_not_skipped() -> None:
+    sock = _Socket()
+    client = MjpegClient(sock, 1.0, chunked=False)  # type: ignore[arg-type]
+    part = JpegPart(b"jpeg", b"part", b"chunk", 1, now_us())
+    sock.pending = 1
+    assert client.send(part, 100.0) == -1  # busy: skipped
+    sock.pending = 0
+    # Free again a moment later: this frame goes out, not one a whole interval later.
+    assert client.send(part, 100.1) == len(part.chunk)
+    assert client.send(part, 100.5) == 0  # then ?fps=1 holds the next one back
+    assert client.send(part, 101.1) > 0
+    assert sock.written == [b"part", b"part"]
 
 
 async def test_fps_query_caps_one_clients_rate(server: ServerProcess, http: aiohttp.ClientSession) -> None:

@@ -51,11 +51,8 @@ class MjpegClient:
 
     def send(self, part: JpegPart, now: float) -> int:
         """Write this part if due and the socket is free; the number of bytes written."""
-        if self.min_interval:
-            if now < self.next_due:
-                return 0
-            # Schedule from the due time, with slack for capture jitter, so ?fps=N gives N.
-            self.next_due = max(self.next_due + self.min_interval, now + self.min_interval * 0.5)
+        if self.min_interval and now < self.next_due:
+            return 0
         if self.transport.get_write_buffer_size():
             self.dropped += 1  # still sending an older frame: skip to a newer one
             if not self.busy_since:
@@ -65,6 +62,10 @@ class MjpegClient:
                 self.transport.abort()
             return -1
         self.busy_since = 0.0
+        if self.min_interval:
+            # Only a frame written counts (a skipped one must not push the next further out).
+            # Scheduled from the due time, with slack for capture jitter, so ?fps=N gives N.
+            self.next_due = max(self.next_due + self.min_interval, now + self.min_interval * 0.5)
         self.transport.write(part.http_chunk if self.chunked else part.chunk)
         return len(part.chunk)
 
