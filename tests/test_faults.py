@@ -412,6 +412,7 @@ async def test_a_peer_whose_ice_fails_is_removed(tmp_path: Path, http: aiohttp.C
 
     monkeypatch.setattr(aioice.stun, "RETRY_MAX", 1)  # checks give up after 1.5 s, not 31.5 s
     caplog.set_level(logging.INFO, logger="camcast.viewers")
+    caplog.set_level(logging.INFO, logger="camcast.webrtc")
     async with serve(tmp_path) as app:
         peer_id = await offer_and_vanish(http, app.url)
         assert len(app.app[PEERS]) == 1
@@ -425,6 +426,7 @@ async def test_a_peer_that_never_connects_is_removed(tmp_path: Path, http: aioht
                                                      caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setattr(peer_module, "CONNECT_TIMEOUT", 2.0)
     caplog.set_level(logging.INFO, logger="camcast.viewers")
+    caplog.set_level(logging.INFO, logger="camcast.webrtc")
     async with serve(tmp_path) as app:
         peer_id = await offer_and_vanish(http, app.url)
         await eventually(lambda: len(app.app[PEERS]) == 0, 10, "the peer removed")

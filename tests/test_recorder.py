@@ -363,7 +363,8 @@ async def in_process(tmp_path: Path, source_factory: Any = None, **settings: Any
     prepare_folder(config.recordings)
     app = create_app(config, source_factory)
     messages: list[dict[str, Any]] = []
-    app[CONTROL].attach("test-viewer", messages.append)
+    # Sinks get each broadcast as JSON text, as a data channel would carry it.
+    app[CONTROL].attach("test-viewer", lambda text: messages.append(json.loads(text)))
     server = TestServer(app, host="127.0.0.1", port=0)
     await server.start_server()
     try:

@@ -171,6 +171,9 @@ class Peer:
         if self._watching:
             self._watching = False
             self._viewers.leave(VIEWER_KIND, f"{self.id} from {self.remote} ({reason})")
+        else:  # never a viewer: still worth a line for whoever debugs a client that cannot connect
+            log.info("webrtc session ended before connecting: %s from %s (%s)", self.id, self.remote,
+                     reason)
         current = asyncio.current_task()
         for task in list(self._tasks):
             if task is not current and not task.get_name().startswith("close-"):
