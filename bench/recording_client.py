@@ -5,8 +5,9 @@ the first with the player's `control` data channel.
 
 1. CPU: the server's CPU over equal windows, recording off and on, alternated (off/on, on/off, ...)
    so a drifting shared machine weighs on both alike. Recording remuxes the packets the peers
-   already get, so the difference is the remux and the file writes. Every window also reports
-   the slowest peer's fps and the encoders that ran.
+   already get, so the difference is the remux and the file writes. The CPU of the threads the
+   press started (the recording's writer thread) is measured too: a direct figure, free of the
+   noise of a difference. Every window also reports the slowest peer's fps and the encoders that ran.
 2. Presses: a `record` start sent on the data channel at wall time P (the player's button); the
    coordinator later reads the file's first frame stamp, and P to the `recording` reply is timed here.
 """
@@ -14,18 +15,19 @@ the first with the player's `control` data channel.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import multiprocessing as mp
 import queue
 import time
 import urllib.request
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import psutil
 
 from bench.machine import BusyMeter
-from bench.serverproc import tree_usage
 
 SETTLE_AFTER_PRESS = 0.5  # s: a window starts this long after a start/stop took effect
 
@@ -65,6 +67,20 @@ def _status(url: str) -> dict[str, Any]:
         return json.load(response)  # type: ignore[no-any-return]
 
 
+def _thread_cpu(process: psutil.Process) -> dict[int, float]:
+    """CPU seconds of each thread of a process, by native thread id: from /proc/PID/task/TID/schedstat
+    (nanoseconds on CPU) where Linux has it, as the clock-tick counts (10 ms) would swamp a few
+    percent of 0.15 cores over a short window; else psutil's per-thread times."""
+    out = {}
+    try:
+        for task in Path(f"/proc/{process.pid}/task").iterdir():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                out[int(task.name)] = int((task / "schedstat").read_text().split()[0]) / 1e9
+    except OSError:
+        pass
+    return out or {t.id: t.user_time + t.system_time for t in process.threads()}
+
+
 def _fps_min(buffers: list[Any], t0: float, t1: float) -> float:
     return min(sum(1 for t in b.frame_times if t0 <= t < t1) for b in buffers) / (t1 - t0)
 
@@ -93,20 +109,28 @@ async def _main(plan: RecordingPlan) -> dict[str, Any]:
             windows, files = [], []
             for r in range(plan.rounds):
                 for recording in ((False, True) if r % 2 == 0 else (True, False)):
+                    before = _thread_cpu(server)
                     if recording:
                         await _press(control, "start", plan.timeout)
                     await asyncio.sleep(SETTLE_AFTER_PRESS)
                     busy = BusyMeter()
                     busy.begin()
-                    cpu0, t0, w0 = tree_usage(server).cpu_seconds, time.monotonic(), time.time()
+                    threads0 = _thread_cpu(server)
+                    t0, w0 = time.monotonic(), time.time()
                     own0 = sum(me.cpu_times()[:2])
                     await asyncio.sleep(plan.window)
+                    threads1 = _thread_cpu(server)
                     seconds = time.monotonic() - t0
-                    cores = (tree_usage(server).cpu_seconds - cpu0) / seconds
+                    # Threads that ran through the window (one that ended inside it took its time along).
+                    cores = sum(threads1[t] - threads0.get(t, 0.0) for t in threads1) / seconds
                     own = (sum(me.cpu_times()[:2]) - own0) / seconds
                     machine = busy.end()
+                    # Threads born at the press: the recording run's writer thread (it muxes and writes).
+                    born = set(threads0) - set(before)
+                    writer = sum(threads1[t] - threads0[t] for t in born if t in threads1) / seconds
                     status = await asyncio.to_thread(_status, plan.url)
                     windows.append({"recording": recording, "cores": cores, "client_cores": own,
+                                    "new_thread_cores": writer, "new_threads": len(born),
                                     "machine_cores": machine, "other_cores": max(0.0, machine - cores - own),
                                     "fps_min": _fps_min(buffers, w0, time.time()),
                                     "encoders": status.get("encoders", {}),

@@ -49,7 +49,7 @@ def test_quick_webrtc_bench_writes_report(tmp_path: Path) -> None:
     report = _quick(tmp_path, "webrtc", tiny)
     assert "## WebRTC" in report
     assert "### 320x240 @ 30 fps" in report
-    assert "### Peers per server core (320x240, every peer >= 29 fps)" in report
+    assert "### Peers per server core (320x240, every peer >= 29 fps, latency kept low)" in report
     assert "| camcast | marker | 3 |" in report
     assert "| aiortc relay (per-peer encoder) | marker | 1 |" in report
     for png in ("webrtc_cpu.png", "webrtc_fps.png", "webrtc_latency_cdf.png", "webrtc_rss.png"):
@@ -64,9 +64,9 @@ def test_quick_recording_bench_writes_report(tmp_path: Path) -> None:
     report = _quick(tmp_path, "recording", {"size": "320x240", "peers": "2", "window": "1", "rounds": "1",
                                              "presses": "1"})
     assert "## Recording while WebRTC peers watch" in report
-    assert "### Recordings read back (PyAV)" in report
+    assert "### Recordings of the CPU windows, read back (PyAV)" in report
     assert "| press to first recorded frame |" in report
-    assert "encoders running while recording: h264)" in report
+    assert "encoders running while recording: h264 |" in report
     for png in ("recording_cpu.png", "recording_press_cdf.png"):
         assert (tmp_path / png).stat().st_size > 1000
 

@@ -85,8 +85,8 @@ class BrowserSettings:
     size: str = "640x480"
     fps: float = 30.0
     transports: tuple[str, ...] = ("webrtc", "mjpeg")
-    loads: int = 3  # page loads timed (first frame) per repeat
-    sample_seconds: float = 10.0  # overlay latency collected on the last page
+    loads: int = 3  # pages per repeat, each with a fresh server and browser context
+    sample_seconds: float = 10.0  # overlay latency collected on every page
     settle: float = 2.0  # seconds after the first frame before sampling
     first_frame_timeout: float = 15.0
     max_other_cores: float = 0.8
@@ -143,49 +143,73 @@ def _cpu_of(pids: set[int]) -> float:
     return total
 
 
-async def measure(ctx: RunContext, s: BrowserSettings, browser: Browser, transport: str, rep: int,
-                  attempt: int) -> dict[str, Any]:
-    tag = f"browser-{transport}-r{rep}-a{attempt}"
+async def _sample(page: Page, server: ServerProcess, seconds: float) -> dict[str, Any]:
+    """The player's own figures over `seconds`, with the server's, Chromium's and the machine's CPU."""
+    meter, busy = WindowMeter(server), BusyMeter()
+    chromium = _browser_pids()
+    meter.begin()
+    busy.begin()
+    chromium_cpu0 = _cpu_of(chromium)
+    samples, polls = [], []
+    for _ in range(max(1, round(seconds))):
+        await asyncio.sleep(1.0)  # the samples cover the last second: each is collected about once
+        state = await page.evaluate("() => window.camcast")
+        samples += [float(v) for v in state.get("latencySamples") or []]
+        polls.append({k: state.get(k) for k in ("transport", "codec", "latencyMs", "fps", "framesDecoded",
+                                                "clockOffsetMs", "state")})
+    window = meter.end()
+    machine = busy.end()
+    chromium_cores = (_cpu_of(chromium) - chromium_cpu0) / window.seconds
+    return {"latency_ms": samples, "latency_median": percentile(samples, 50), "polls": polls,
+            "transport": polls[-1]["transport"], "codec": polls[-1]["codec"],
+            "fps_median": percentile([p["fps"] for p in polls], 50),
+            "server_cores": window.cores, "chromium_cores": chromium_cores, "machine_cores": machine,
+            "other_cores": max(0.0, machine - window.cores - chromium_cores),
+            "top_other_processes": busy.top_others({server.pid, *chromium})}
+
+
+async def _page(ctx: RunContext, s: BrowserSettings, browser: Browser, transport: str, tag: str
+                ) -> tuple[dict[str, Any], list[str]]:
+    """A fresh server and a fresh browser context: the first frame, then the player's figures."""
     with tempfile.TemporaryDirectory(prefix="camcast-bench-") as tmp, \
             ServerProcess(camcast_spec(s.size, s.fps, tmp), ctx.raw_dir / f"{tag}.log") as server:
-        url = server.url(f"/?transport={transport}")
-        loads, errors = [], []
-        page = context = None
-        for k in range(s.loads):
-            if context is not None:
-                await context.close()
-                await asyncio.sleep(0.5)  # the server lets the old viewer go
-            context, page, errors = await _open(browser, server.url("/"))
-            loads.append(await _first_frame(page, url, s.first_frame_timeout))
-            ctx.log(f"  load {k + 1}: first frame {loads[-1]['nav_ms']:.0f} ms after navigation start")
-        assert page is not None and context is not None
-        await asyncio.sleep(s.settle)
-        meter, busy = WindowMeter(server), BusyMeter()
-        chromium = _browser_pids()
-        meter.begin()
-        busy.begin()
-        chromium_cpu0 = _cpu_of(chromium)
-        samples, polls = [], []
-        for _ in range(round(s.sample_seconds)):
-            await asyncio.sleep(1.0)  # the samples cover the last second: each is collected about once
-            state = await page.evaluate("() => window.camcast")
-            samples += [float(v) for v in state.get("latencySamples") or []]
-            polls.append({k: state.get(k) for k in ("transport", "codec", "latencyMs", "fps", "framesDecoded",
-                                                    "clockOffsetMs", "state")})
-        window = meter.end()
-        machine = busy.end()
-        chromium_cores = (_cpu_of(chromium) - chromium_cpu0) / window.seconds
-        others = busy.top_others({server.pid, *chromium})
-        await context.close()
-    last = polls[-1]
+        context, page, errors = await _open(browser, server.url("/"))
+        try:
+            first = await _first_frame(page, server.url(f"/?transport={transport}"), s.first_frame_timeout)
+            await asyncio.sleep(s.settle)
+            return {**first, **await _sample(page, server, s.sample_seconds)}, errors
+        finally:
+            await context.close()
+
+
+async def measure(ctx: RunContext, s: BrowserSettings, browser: Browser, transport: str, rep: int,
+                  attempt: int) -> dict[str, Any]:
+    """`loads` pages, each with its own server: time to first frame, then the player's figures.
+
+    A session settles on a nearly constant latency: the phase between the server's 30 fps capture
+    clock (set when it starts) and Chromium's 60 Hz frame clock stays fixed, so every page gets a
+    fresh server, and with it a fresh phase."""
+    pages, errors = [], []
+    for k in range(s.loads):
+        tag = f"browser-{transport}-r{rep}-a{attempt}-p{k}"
+        page, page_errors = await _page(ctx, s, browser, transport, tag)
+        pages.append(page)
+        errors += page_errors
+        ctx.log(f"  page {k + 1}: first frame {page['nav_ms']:.0f} ms after navigation start, latency "
+                f"median {page['latency_median']:.1f} ms")
+    samples = [x for p in pages for x in p["latency_ms"]]
     return {
-        "transport": transport, "rep": rep, "attempt": attempt, "loads": loads,
+        "transport": transport, "rep": rep, "attempt": attempt, "pages": pages,
+        "loads": [{k: p[k] for k in ("nav_ms", "offer_ms", "how")} for p in pages],
         "latency_ms": samples, "latency_median": percentile(samples, 50),
-        "overlay_latency_ms": [p["latencyMs"] for p in polls if p["latencyMs"] is not None],
-        "shown_transport": last["transport"], "codec": last["codec"], "fps": [p["fps"] for p in polls],
-        "fps_median": percentile([p["fps"] for p in polls], 50), "polls": polls,
-        "server_cores": window.cores, "chromium_cores": chromium_cores, "machine_cores": machine,
-        "other_cores": max(0.0, machine - window.cores - chromium_cores), "top_other_processes": others,
+        "shown_transport": ",".join(sorted({str(p["transport"]) for p in pages})),
+        "codec": ",".join(sorted({str(p["codec"]) for p in pages})),
+        "fps_median": percentile([p["fps_median"] for p in pages], 50),
+        "server_cores": percentile([p["server_cores"] for p in pages], 50),
+        "chromium_cores": percentile([p["chromium_cores"] for p in pages], 50),
+        "machine_cores": max(p["machine_cores"] for p in pages),
+        "other_cores": max(p["other_cores"] for p in pages),
+        "top_other_processes": [x for p in pages for x in p["top_other_processes"]],
         "errors": errors,
     }
 
@@ -269,11 +293,17 @@ def _checks(groups: dict[str, list[dict[str, Any]]]) -> list[Check]:
         medians = Spread.of([r["latency_median"] for r in rs])
         pooled = [x for r in rs for x in r["latency_ms"]]
         wrong = [r["shown_transport"] for r in rs if r["shown_transport"] != transport]
+        pages = [p["latency_median"] for r in rs for p in r.get("pages", [])]
+        over = sum(1 for m in pages if m > 50.0)
+        page_text = (f"; page medians {min(pages):.1f} to {max(pages):.1f} ms, {over} of {len(pages)} "
+                     "pages over 50 ms" if pages else "")
+        median = percentile(pooled, 50)
         checks.append(Check(f"{name}: capture-to-display latency (player overlay)", "median <= 50 ms",
-                            f"median {medians.fmt(1)} ms, p95 {percentile(pooled, 95):.1f} ms "
-                            f"(n={len(pooled)})"
+                            f"median {median:.1f} ms of all frames (per repeat {medians.fmt(1)} ms"
+                            f"{page_text}), "
+                            f"p95 {percentile(pooled, 95):.1f} ms (n={len(pooled)})"
                             f"{'; played ' + ', '.join(map(str, wrong)) + ' instead' if wrong else ''}"
-                            f"{_busy(rs)}", medians.median <= 50.0 and not wrong))
+                            f"{_busy(rs)}", median <= 50.0 and not wrong))
         nav = _ttff(rs, "nav_ms")
         offer = _ttff(rs, "offer_ms")
         offer_text = (f"; offer to first frame median {percentile(offer, 50):.0f} ms, max {max(offer):.0f} ms"
@@ -316,9 +346,9 @@ def build_section(ctx: RunContext, s: BrowserSettings, runs: list[dict[str, Any]
     repeats = max((len(rs) for rs in groups.values()), default=0)
     section.intro = (
         f"Debian's Chromium ({CHROMIUM}, headless, via Playwright) opens the player at `/?transport=webrtc` "
-        f"and `/?transport=mjpeg` on a fresh camcast ({s.size} @ {s.fps:g} fps test pattern) per repeat; "
-        f"{repeats} repeats per transport, each with {s.loads} timed page loads in fresh browser contexts, "
-        f"then {s.sample_seconds:g} s of the player's own latency figures.")
+        f"and `/?transport=mjpeg` of camcast ({s.size} @ {s.fps:g} fps test pattern); {repeats} repeats per "
+        f"transport, each of {s.loads} pages, every page with a fresh server and browser context: time to "
+        f"the first frame, then {s.sample_seconds:g} s of the player's own latency figures.")
     section.checks = _checks(groups)
     section.tables = [_table(groups)]
     samples = [Samples(NAMES[t], [x for r in rs for x in r["latency_ms"]], COLORS.get(t))
@@ -336,6 +366,9 @@ def build_section(ctx: RunContext, s: BrowserSettings, runs: list[dict[str, Any]
         "expectedDisplayTime; MJPEG: the animation frame that saw the new picture), corrected by the "
         "clock offset it measures over the data channel (0 here: same machine). `latencySamples` holds the "
         "last second of them and is polled once a second.",
+        "A page settles on a nearly constant latency: the phase between the server's 30 fps capture clock "
+        "and Chromium's 60 Hz frame clock stays fixed for a session, so the CDF has steps; every page has "
+        "its own fresh server, and with it a fresh phase (page medians in the targets table).",
         "First frame: an init script (outside the page's CSP) notes the first requestVideoFrameCallback of "
         "the `<video>` (WebRTC) or the first animation frame with a picture in the MJPEG `<img>`; "
         "navigation to first frame uses the page's own performance clock (0 = navigation start), offer to "

@@ -35,6 +35,7 @@ LABELS = {"camcast": "camcast", "relay": "aiortc relay (per-peer encoder)"}
 
 
 SATURATED_OTHER_CORES = 0.3
+KEEPS_UP_MS = 60.0  # a point counts as sustained only while p99 latency stays this low (the target)
 
 
 @dataclass(frozen=True)
@@ -183,7 +184,8 @@ class PointSummary:
         return [x for r in self.runs for x in r[key] if x == x]
 
     def sustained(self, fps: float) -> bool:
-        return self.spread("fps_min").median >= fps
+        """Every peer got `fps` and the stream kept up (no queue growing behind a busy encoder)."""
+        return self.spread("fps_min").median >= fps and self.latency(99).median <= KEEPS_UP_MS
 
 
 def _ttff(p: PointSummary) -> str:
@@ -232,7 +234,7 @@ def _memory_table(summaries: list[PointSummary]) -> Table:
 
 def _peers_per_core(by_point: dict[Point, PointSummary], server: str, size: str,
                     fps: float) -> tuple[PointSummary | None, float]:
-    """The sustained point (slowest peer >= fps) with the most peers per server core."""
+    """The sustained point with the most peers per server core."""
     best: tuple[PointSummary | None, float] = (None, math.nan)
     for point, p in by_point.items():
         if (point.server, point.size, point.receiver) != (server, size, "marker") or not p.sustained(fps):
@@ -251,10 +253,12 @@ def _ratio_table(by_point: dict[Point, PointSummary], s: WebrtcSettings, good_fp
             rows.append([LABELS[server], "-", "-", "-"])
             continue
         rows.append([LABELS[server], str(p.point.peers), p.spread("cores").fmt(3, False), f"{per_core:.1f}"])
-    return Table(f"Peers per server core ({s.size}, every peer >= {good_fps:g} fps)",
+    return Table(f"Peers per server core ({s.size}, every peer >= {good_fps:g} fps, latency kept low)",
                  ["server", "peers at that point", "server cores", "peers per core"], rows,
                  "The point with the most peers per core among those where the slowest peer got "
-                 f">= {good_fps:g} fps (median over repeats).")
+                 f">= {good_fps:g} fps and the measuring peer's p99 latency stayed <= {KEEPS_UP_MS:g} ms "
+                 "(medians over repeats); past that the relay's per-peer queues grow (MediaRelay buffers "
+                 "without bound) and latency runs into seconds before its fps drops.")
 
 
 def _busy(p: PointSummary) -> str:
@@ -365,8 +369,10 @@ def _figures(ctx: RunContext, by_point: dict[Point, PointSummary], s: WebrtcSett
                                        p.pooled("latency_ms"), shades.get(n), dotted=receiver == "stock"))
     for ps in _by_series(by_point).values():
         if ps[0].point.server == "relay":
-            samples.append(Samples(f"{ps[-1].point.series}, {ps[-1].point.peers} peers",
-                                   ps[-1].pooled("latency_ms"), _COLORS["relay"]))
+            # Its largest point that kept up (beyond it, latency runs into seconds, off this chart).
+            kept = [p for p in ps if p.sustained(s.fps - 1.0)] or ps[:1]
+            samples.append(Samples(f"{kept[-1].point.series}, {kept[-1].point.peers} peers",
+                                   kept[-1].pooled("latency_ms"), _COLORS["relay"]))
     xmax = max(80.0, min(200.0, max((percentile(x.values, 99.5) for x in samples if x.values), default=80.0)))
     cdf_plot(out / "webrtc_latency_cdf.png",
              "Capture-to-decode latency, aiortc client (from the frame stamp)", "latency (ms)", samples,
