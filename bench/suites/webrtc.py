@@ -63,7 +63,7 @@ class WebrtcSettings:
 
 
 FULL = WebrtcSettings()
-QUICK = WebrtcSettings(peers=(1, 5), stock_peers=(), baseline_peers=(1,), hd_peers=(), window=2.0,
+QUICK = WebrtcSettings(peers=(1, 10), stock_peers=(), baseline_peers=(1,), hd_peers=(), window=2.0,
                        settle=1.0, probes=2, retries=0)
 
 
