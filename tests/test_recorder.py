@@ -398,6 +398,12 @@ async def _wait(condition: Callable[[], bool], timeout: float = 10.0) -> None:
         await asyncio.sleep(0.05)
 
 
+def _stopped_and_told(recorder: Any, messages: list[dict[str, Any]]) -> bool:
+    """The state flips to stopped a moment before the error and the new state are broadcast."""
+    return (recorder.state()["state"] == "stopped" and any(m["type"] == "error" for m in messages)
+            and messages[-1]["type"] == "record")
+
+
 async def test_write_error_stops_cleanly_and_streaming_goes_on(tmp_path: Path) -> None:
     async with in_process(tmp_path) as (app, messages):
         recorder = app[RECORDER]
@@ -408,7 +414,7 @@ async def test_write_error_stops_cleanly_and_streaming_goes_on(tmp_path: Path) -
 
         recorder.create = create
         state = await recorder.start()
-        await _wait(lambda: recorder.state()["state"] == "stopped")
+        await _wait(lambda: _stopped_and_told(recorder, messages))
         errors = [m for m in messages if m["type"] == "error"]
         assert len(errors) == 1 and "No space left on device" in errors[0]["message"]
         assert messages[-1] == {"type": "record", **recorder.state()}
@@ -432,7 +438,7 @@ async def test_low_disk_space_stops_the_recording(tmp_path: Path) -> None:
         await asyncio.sleep(1.2)
         free = shutil.disk_usage(recorder.settings.folder).free
         recorder.min_free_bytes = free * 2  # now "less than the threshold is free"
-        await _wait(lambda: recorder.state()["state"] == "stopped")
+        await _wait(lambda: _stopped_and_told(recorder, messages))
         errors = [m["message"] for m in messages if m["type"] == "error"]
         assert len(errors) == 1 and "low disk space" in errors[0]
         assert_good_recording(read_recording(recorder.settings.folder / state["name"]))
