@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 import aiohttp
 import pytest
 
-from support.server import ServerProcess, launch
+from support.server import ServerProcess, running
 
 JSON, SDP = "application/json", "application/sdp"
 LIMIT = 64 * 1024
@@ -21,13 +21,8 @@ LIMIT = 64 * 1024
 
 @pytest.fixture(scope="module")
 def bad_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    server = launch(tmp_path_factory.mktemp("bad-input"), ["--size", "160x120"])
-    try:
+    with running(tmp_path_factory.mktemp("bad-input"), ["--size", "160x120"]) as server:
         yield server
-    finally:
-        code, _ = server.terminate()
-        assert code == 0, server.describe()
-        assert "Traceback" not in server.log(), server.describe()
 
 
 async def request(http: aiohttp.ClientSession, method: str, url: str, **kwargs: object) -> tuple[int, str]:

@@ -18,7 +18,7 @@ import pytest
 import pytest_asyncio
 
 from camcast.control import ControlBus
-from support.server import ServerProcess, launch
+from support.server import ServerProcess, running
 from support.webrtc_viewer import Viewer
 
 pytestmark = pytest.mark.usefixtures("loopback_ice")
@@ -29,13 +29,8 @@ RATE, BURST = 50, 100  # the server's per-peer limit (camcast.webrtc.channel)
 
 @pytest.fixture(scope="module")
 def dc_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    server = launch(tmp_path_factory.mktemp("datachannel"), ["--size", "320x240"])
-    try:
+    with running(tmp_path_factory.mktemp("datachannel"), ["--size", "320x240"]) as server:
         yield server
-    finally:
-        code, _ = server.terminate()
-        assert code == 0, server.describe()
-        assert "Traceback" not in server.log(), server.describe()
 
 
 @pytest_asyncio.fixture

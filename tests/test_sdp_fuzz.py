@@ -19,7 +19,7 @@ import aiohttp
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection
 
-from support.server import ServerProcess, launch
+from support.server import ServerProcess, running
 from support.webrtc_viewer import Viewer
 
 pytestmark = pytest.mark.usefixtures("loopback_ice")
@@ -31,13 +31,8 @@ SDP = "application/sdp"
 
 @pytest.fixture(scope="module")
 def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    server = launch(tmp_path_factory.mktemp("sdp-fuzz"), ["--size", "160x120"])
-    try:
+    with running(tmp_path_factory.mktemp("sdp-fuzz"), ["--size", "160x120"]) as server:
         yield server
-    finally:
-        code, _ = server.terminate()
-        assert code == 0, server.describe()
-        assert "Traceback" not in server.log(), server.describe()
 
 
 async def real_offer() -> str:

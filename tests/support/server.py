@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -11,7 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -175,3 +176,15 @@ def launch(
                 proc.wait()
             raise
     return server
+
+
+@contextlib.contextmanager
+def running(workdir: Path, args: Sequence[str] = ()) -> Iterator[ServerProcess]:
+    """A server for a module's tests; on exit it must stop cleanly (status 0, no traceback)."""
+    server = launch(workdir, args)
+    try:
+        yield server
+    finally:
+        code, _ = server.terminate()
+        assert code == 0, server.describe()
+        assert "Traceback" not in server.log(), server.describe()
