@@ -14,14 +14,15 @@ import cv2
 import numpy as np
 import pytest
 
-from camcast.config import Config, ConfigError, build_parser, load_config
+from camcast.config import CameraConfig, Config, ConfigError, build_parser, load_config
 from conftest import StartServer
 from support.server import camcast_command, clean_env
 
 
 def test_defaults() -> None:
     config = load_config([], env={})
-    assert config == Config()
+    # With no camera named, the global options make one camera, `default`.
+    assert config == Config(cameras=(CameraConfig("default"),))
     assert (config.source, config.host, config.port) == ("auto", "127.0.0.1", 8080)
     assert (config.width, config.height, config.fps) == (640, 480, 30.0)
 

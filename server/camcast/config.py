@@ -1,20 +1,38 @@
-"""One frozen configuration: defaults, then CAMCAST_* environment variables, then the command line."""
+"""One frozen configuration: defaults, then the --config file, then CAMCAST_* environment variables,
+then the command line; and the cameras it names, each with the global per-camera values under its own."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import ipaddress
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
+from camcast.cameraconfig import CAMERA_FIELDS, CAMERA_KEYS, CameraConfig, device_of
+from camcast.configcameras import Shorthand, assemble_cameras
+from camcast.configfile import read_config_file
+from camcast.configvalues import (
+    CAMERA_NAME,
+    CAMERA_NAME_RULE,
+    ConfigError,
+    Names,
+    Origins,
+    option_key,
+    parse_bool,
+    parse_bytes,
+    parse_size,
+)
 
-class ConfigError(ValueError):
-    """A setting is invalid; the message says which and why."""
+__all__ = [
+    "CameraConfig", "Config", "ConfigError", "IceServer", "build_parser", "load_config", "parse_bytes",
+    "parse_ice_server", "parse_size",
+]
 
 
 @dataclass(frozen=True)
@@ -35,32 +53,36 @@ _ICE_URL = re.compile(
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
-def parse_ice_server(text: str) -> IceServer:
-    """Parse a stun:/turn:/turns: URL; user and password (percent-encoded) may sit before the host."""
+def parse_ice_server(text: str, label: str = "--ice-server") -> IceServer:
+    """Parse a stun:/turn:/turns: URL; user and password (percent-encoded) may sit before the host.
+    `label` names the setting in errors."""
     m = _ICE_URL.fullmatch(text.strip())
     if m is None:
-        raise ConfigError(f"--ice-server {text}: expected stun:HOST[:PORT] or "
+        raise ConfigError(f"{label} {text}: expected stun:HOST[:PORT] or "
                           "turn:USER:PASSWORD@HOST[:PORT][?transport=udp|tcp]")
     scheme, host, port = m["scheme"], m["host"], m["port"]
     if port is not None and not 1 <= int(port) <= 65535:
-        raise ConfigError(f"--ice-server {text}: port must be 1..65535")
+        raise ConfigError(f"{label} {text}: port must be 1..65535")
     if scheme == "stun" and (m["user"] or m["query"]):
-        raise ConfigError(f"--ice-server {text}: a stun: URL takes no credentials or transport")
+        raise ConfigError(f"{label} {text}: a stun: URL takes no credentials or transport")
     if scheme != "stun" and not m["user"]:
-        raise ConfigError(f"--ice-server {text}: a TURN server needs USER:PASSWORD@ before the host")
+        raise ConfigError(f"{label} {text}: a TURN server needs USER:PASSWORD@ before the host")
     url = f"{scheme}:{host}" + (f":{port}" if port else "") + (m["query"] or "")
     if scheme == "stun":
         return IceServer(url)
     user, password = unquote(m["user"]), unquote(m["password"])
     if _CONTROL.search(user + password):
         # They go into HTTP headers (WHEP Link): a CR or LF there would break every answer.
-        raise ConfigError(f"--ice-server {scheme}:...@{host}: no control characters (such as %0D or %0A) "
+        raise ConfigError(f"{label} {scheme}:...@{host}: no control characters (such as %0D or %0A) "
                           "in the user or password")
     return IceServer(url, user, password)
 
 
 @dataclass(frozen=True)
 class Config:
+    """Every setting. The per-camera ones (those of CameraConfig) are the defaults of every camera;
+    `cameras` holds the cameras themselves (load_config always gives at least one)."""
+
     source: str = "auto"
     host: str = "127.0.0.1"
     port: int = 8080
@@ -92,70 +114,80 @@ class Config:
     max_recordings_bytes: int = 0
     min_free_mb: float = 200.0
     min_free_percent: float = 1.0
+    on_demand: bool = False
+    idle_timeout: float = 5.0
+    cameras: tuple[CameraConfig, ...] = ()  # the first is the one the unprefixed routes mean
+    config_file: Path | None = None
+    check: bool = False  # validate and exit
 
-    def validate(self) -> Config:
-        if not (1 <= self.width <= 7680 and 1 <= self.height <= 4320):
-            raise ConfigError(f"--size {self.width}x{self.height}: width and height must be 1..7680x4320")
-        if self.width % 2 or self.height % 2:
-            raise ConfigError(f"--size {self.width}x{self.height}: width and height must be even")
-        if not (0 < self.fps <= 240):
-            raise ConfigError(f"--fps {self.fps:g}: must be more than 0 and at most 240")
-        if not (1 <= self.jpeg_quality <= 100):
-            raise ConfigError(f"--jpeg-quality {self.jpeg_quality}: must be 1..100")
-        if self.codec not in ("auto", "h264", "vp8"):
-            raise ConfigError(f"--codec {self.codec}: must be auto, h264 or vp8")
-        if not (0.1 <= self.keyframe_interval <= 60):
-            raise ConfigError(f"--keyframe-interval {self.keyframe_interval:g}: must be 0.1..60 seconds")
-        if not (50_000 <= self.bitrate <= 50_000_000):
-            raise ConfigError(f"--bitrate {self.bitrate}: must be 50000..50000000 bits/s")
+    def camera_defaults(self, name: str = "default") -> CameraConfig:
+        """A camera with the global per-camera values (what a camera's own table overrides)."""
+        return CameraConfig(name, **{key: getattr(self, key) for key in CAMERA_FIELDS})
+
+    def validate(self, origins: Origins | None = None) -> Config:
+        """Raise ConfigError for the first invalid setting; `origins` (from load_config) lets the
+        message name the file, camera and key a value came from."""
+        origins = origins or Origins()
+        name = origins.options()
+        self.camera_defaults().validate(name)
         for url in self.ice_servers:
-            parse_ice_server(url)
+            parse_ice_server(url, name("ice_server"))
         for address in self.ice_addresses:
             try:
                 ipaddress.ip_address(address)
             except ValueError:
-                raise ConfigError(f"--ice-address {address}: must be an IP address of this machine") from None
+                raise ConfigError(f"{name('ice_address')} {address}: must be an IP address of this "
+                                  "machine") from None
         if not (1 <= self.max_peers <= 10_000):
-            raise ConfigError(f"--max-peers {self.max_peers}: must be 1..10000")
+            raise ConfigError(f"{name('max_peers')} {self.max_peers}: must be 1..10000")
         if not (1 <= self.peer_timeout <= 600):
-            raise ConfigError(f"--peer-timeout {self.peer_timeout:g}: must be 1..600 seconds")
+            raise ConfigError(f"{name('peer_timeout')} {self.peer_timeout:g}: must be 1..600 seconds")
         if not (0 <= self.port <= 65535):
-            raise ConfigError(f"--port {self.port}: must be 0..65535")
+            raise ConfigError(f"{name('port')} {self.port}: must be 0..65535")
         if self.log_level not in ("debug", "info", "warning", "error"):
-            raise ConfigError(f"--log-level {self.log_level}: must be debug, info, warning or error")
+            raise ConfigError(f"{name('log_level')} {self.log_level}: must be debug, info, warning or error")
         if self.log_format not in ("text", "json"):
-            raise ConfigError(f"--log-format {self.log_format}: must be text or json")
+            raise ConfigError(f"{name('log_format')} {self.log_format}: must be text or json")
         if self.token and not _TOKEN_RE.fullmatch(self.token):
             # It travels in an Authorization header and a query string: printable ASCII, no spaces.
-            raise ConfigError("--token: use printable ASCII without spaces, e.g. `openssl rand -hex 16`")
+            raise ConfigError(f"{name('token')}: use printable ASCII without spaces, e.g. "
+                              "`openssl rand -hex 16`")
         if (self.tls_cert is None) != (self.tls_key is None):
-            raise ConfigError("--tls-cert and --tls-key go together: give both or neither")
+            raise ConfigError(f"{name('tls_cert')} and {name.key('tls_key')} go together: give both or "
+                              "neither")
         for origin in self.cors_origins:
             if origin != "*" and not _ORIGIN_RE.fullmatch(origin):
-                raise ConfigError(f"--cors-origin {origin}: must be * or scheme://host[:port], e.g. "
+                raise ConfigError(f"{name('cors_origin')} {origin}: must be * or scheme://host[:port], e.g. "
                                   "https://example.org")
-        self._validate_recorder()
+        self._validate_cameras(origins)
         return self
 
-    def _validate_recorder(self) -> None:
-        if self.recorder not in ("mp4", "opencv"):
-            raise ConfigError(f"--recorder {self.recorder}: must be mp4 or opencv")
-        if len(self.recorder_fourcc) != 4 or not self.recorder_fourcc.isprintable():
-            raise ConfigError(f"--recorder-fourcc {self.recorder_fourcc}: must be 4 characters, e.g. MJPG")
-        if not re.fullmatch(r"[a-z0-9]{2,5}", self.recorder_container):
-            raise ConfigError(f"--recorder-container {self.recorder_container}: a file extension, e.g. avi")
-        if not (0 <= self.preroll <= 60):
-            raise ConfigError(f"--preroll {self.preroll:g}: must be 0..60 seconds")
-        if self.preroll > 0 and self.recorder != "mp4":
-            raise ConfigError("--preroll keeps encoded packets: it needs --recorder mp4")
-        if self.segment != 0 and not (1 <= self.segment <= 86400):
-            raise ConfigError(f"--segment {self.segment:g}: must be 0 (off) or 1..86400 seconds")
-        if self.keep_days < 0:
-            raise ConfigError(f"--keep-days {self.keep_days:g}: must be 0 (forever) or more")
-        if self.max_recordings_bytes < 0:
-            raise ConfigError("--max-recordings-bytes: must be 0 (no limit) or more")
-        if self.min_free_mb < 0 or not (0 <= self.min_free_percent <= 100):
-            raise ConfigError("--min-free-mb must be 0 or more and --min-free-percent 0..100")
+    def _validate_cameras(self, origins: Origins) -> None:
+        devices: dict[str, str] = {}  # device → the camera that opens it
+        folders: dict[Path, CameraConfig] = {}
+        names: set[str] = set()
+        for camera in self.cameras:
+            if not CAMERA_NAME.fullmatch(camera.name):
+                raise ConfigError(f"camera {camera.name!r}: {CAMERA_NAME_RULE}")
+            if camera.name in names:
+                raise ConfigError(f"camera {camera.name}: given twice")
+            names.add(camera.name)
+            camera.validate(origins.camera(camera.name))
+            # Two captures of one device fail or steal each other's frames.
+            device = device_of(camera.source)
+            if device is not None and device in devices:
+                hint = " (auto opens camera 0 when there is one)" if camera.source == "auto" else ""
+                raise ConfigError(f"{origins.source(camera.name, camera.source)}: the same device as "
+                                  f"camera {devices[device]}{hint}")
+            if device is not None:
+                devices[device] = camera.name
+            other = folders.setdefault(camera.recordings.resolve(), camera)
+            if other is not camera:
+                # Blame the camera whose folder was set by hand: the other has the one it gets by default.
+                own, shared = ((camera, other) if camera.recordings != self.recordings / camera.name
+                               else (other, camera))
+                raise ConfigError(f"{origins.camera(own.name)('recordings')} {own.recordings}: the folder of "
+                                  f"camera {shared.name} too (each camera needs its own)")
 
     @property
     def size(self) -> str:
@@ -164,31 +196,6 @@ class Config:
 
 _TOKEN_RE = re.compile(r"[\x21-\x7e]+")
 _ORIGIN_RE = re.compile(r"https?://[^/\s?#]+")
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    try:
-        w, h = text.lower().split("x")
-        return int(w), int(h)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT, e.g. 640x480") from None
-
-
-def parse_bytes(text: str) -> int:
-    """A byte count with an optional K/M/G/T suffix (powers of 1024): 500M, 2G, 1073741824."""
-    units = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*", text.lower())
-    if m is None:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a size, e.g. 500M or 2G")
-    return int(float(m.group(1)) * units[m.group(2)])
-
-
-def _bool(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes", "on"):
-        return True
-    if text.lower() in ("0", "false", "no", "off", ""):
-        return False
-    raise argparse.ArgumentTypeError(f"{text!r} is not a boolean")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -201,21 +208,30 @@ def build_parser() -> argparse.ArgumentParser:
     d = Config()
     p = _Parser(
         prog="camcast",
-        description="Capture a camera once and serve it to browsers over WebRTC (and WHEP) and "
+        description="Capture cameras once and serve them to browsers over WebRTC (and WHEP) and "
         "MJPEG, with recording. Every option can also be set as an environment variable "
-        "CAMCAST_<OPTION> (e.g. CAMCAST_PORT=9000); the command line wins.",
+        "CAMCAST_<OPTION> (e.g. CAMCAST_PORT=9000) or in a --config file; the command line wins.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--source", default=d.source,
                    help="auto (camera 0 if it opens, else the test pattern), testpattern, a camera "
-                   "index, a device path (/dev/video0), a video file (looped) or a URL (rtsp://, http://)")
+                   "index, a device path (/dev/video0), a video file (looped) or a URL (rtsp://, http://); "
+                   "with other cameras it is the camera named default")
+    p.add_argument("--camera", dest="cameras", action="append", default=None, metavar="NAME=SOURCE",
+                   help="a named camera (repeatable): NAME is 1-32 of a-z 0-9 _ -, SOURCE as for --source; "
+                   "the name of a camera of the --config file gives that camera this source")
+    p.add_argument("--config", dest="config_file", type=Path, default=None, metavar="FILE",
+                   help="TOML file: options at the top (key = the option without --, - written _), "
+                   "one [cameras.NAME] table per camera with its source and its own per-camera options")
+    p.add_argument("--check", action="store_true",
+                   help="check the configuration (options, file, cameras) and exit")
     p.add_argument("--host", default=d.host,
                    help="address to listen on (0.0.0.0 for every interface)")
     p.add_argument("--port", type=int, default=d.port, help="TCP port (0 picks a free one)")
     p.add_argument("--size", type=parse_size, default=(d.width, d.height), metavar="WxH",
                    help="capture size (test pattern; requested from cameras)")
     p.add_argument("--fps", type=float, default=d.fps, help="capture frame rate")
-    p.add_argument("--stamp", type=_bool, nargs="?", const=True, default=d.stamp,
+    p.add_argument("--stamp", type=parse_bool, nargs="?", const=True, default=d.stamp,
                    help="draw the 64-cell capture-time stamp on every frame (the test pattern always has it)")
     p.add_argument("--jpeg-quality", type=int, default=d.jpeg_quality,
                    help="MJPEG/snapshot JPEG quality 1..100")
@@ -225,8 +241,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds between keyframes of the shared video encoder")
     p.add_argument("--bitrate", type=int, default=d.bitrate, metavar="BITS",
                    help="target bitrate of the shared video encoder, bits per second")
+    p.add_argument("--on-demand", type=parse_bool, nargs="?", const=True, default=d.on_demand,
+                   help="open the source only while a viewer, recording or publisher needs it")
+    p.add_argument("--idle-timeout", type=float, default=d.idle_timeout, metavar="SECONDS",
+                   help="with --on-demand: close the source this long after the last one leaves")
     p.add_argument("--recordings", type=Path, default=d.recordings,
-                   help="folder for recordings (created if missing; must be writable)")
+                   help="folder for recordings (created if missing; must be writable); with several "
+                   "cameras each records into its own subfolder, named after the camera")
     p.add_argument("--recorder", default=d.recorder, choices=["mp4", "opencv"],
                    help="mp4: remux the shared H.264 into fragmented MP4 (no second encode); "
                    "opencv: cv2.VideoWriter on the frames (see --recorder-fourcc, --recorder-container)")
@@ -284,13 +305,13 @@ def _env_defaults(parser: argparse.ArgumentParser, env: Mapping[str, str]) -> di
     for action in parser._actions:
         if not action.option_strings or action.dest == "help":
             continue
-        name = "CAMCAST_" + action.option_strings[0].lstrip("-").replace("-", "_").upper()
+        name = "CAMCAST_" + option_key(action).upper()
         if name not in env:
             continue
         raw = env[name]
         try:
             if action.nargs == 0:  # store_true style flags
-                value: Any = _bool(raw)
+                value: Any = parse_bool(raw)
             elif isinstance(action, argparse._AppendAction):
                 convert = action.type or str
                 value = [convert(item) for item in raw.split(",") if item.strip()]
@@ -304,22 +325,49 @@ def _env_defaults(parser: argparse.ArgumentParser, env: Mapping[str, str]) -> di
     return defaults
 
 
-def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
-    """Defaults ← environment ← command line, validated. Raises ConfigError (or exits 2 on bad syntax)."""
+# Settings of the command line only: a file neither names itself nor its cameras as --camera.
+_NOT_IN_FILE = frozenset({"help", "config_file", "cameras", "check"})
+
+
+def _file_actions(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    return [a for a in parser._actions if a.option_strings and a.dest not in _NOT_IN_FILE]
+
+
+def _command_line(argv: Sequence[str] | None) -> dict[str, Any]:
+    """Only what the command line gives: options it leaves out are missing, not defaulted."""
     parser = build_parser()
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS
+    return vars(parser.parse_args(argv))
+
+
+def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Defaults ← the --config file ← environment ← command line, validated; each camera has the global
+    per-camera values under its own table's. Raises ConfigError (or exits 2 on bad syntax)."""
+    parser = build_parser()
+    defaults = vars(parser.parse_args([]))
+    parser.parse_args(argv)  # --help, and mistakes in the syntax, exit here
+    given = _command_line(argv)
     from_env = _env_defaults(parser, os.environ if env is None else env)
-    # A repeatable option given on the command line replaces the environment's list, never extends it.
-    repeatable = {a.dest for a in parser._actions if isinstance(a, argparse._AppendAction)}
-    parser.set_defaults(**{k: v for k, v in from_env.items() if k not in repeatable})
-    ns = parser.parse_args(argv)
-    values = vars(ns)
-    for name in repeatable:
-        if values[name] is None:
-            values[name] = from_env.get(name)
+    path = given.get("config_file", from_env.get("config_file"))
+    file = read_config_file(path, _file_actions(parser), CAMERA_KEYS) if path is not None else None
+    from_file = file.values if file else {}
+    # A repeatable option replaces the list of the layer below, never extends it.
+    values = {**defaults, **from_file, **from_env, **given}
     width, height = values.pop("size")
     values["width"], values["height"] = width, height
     for name in ("ice_servers", "ice_addresses"):
         values[name] = tuple(values[name] or ())
     values["cors_origins"] = tuple(values["cors_origins"] or Config.cors_origins)
-    known = {f.name for f in fields(Config)}
-    return Config(**{k: v for k, v in values.items() if k in known}).validate()
+    flags = values.pop("cameras") or []
+    config = Config(**values)
+
+    keys = {action.dest: option_key(action) for action in _file_actions(parser)}
+    file_keys = frozenset(keys[dest] for dest in from_file if dest not in from_env and dest not in given)
+    shorthand = None
+    if "source" in given or "source" in from_env or "source" in from_file:
+        where = Names(file.path if file else "", None, file_keys)("source")
+        shorthand = Shorthand(config.source, f"{where} {config.source}", "source" in file_keys)
+    cameras = assemble_cameras(config.camera_defaults(), file, flags, shorthand)
+    origins = Origins(file.path if file else "", file_keys, cameras.tables, cameras.sources)
+    return dataclasses.replace(config, cameras=cameras.cameras).validate(origins)

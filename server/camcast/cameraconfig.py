@@ -1,0 +1,106 @@
+"""One camera's settings and their checks, and which capture device a source names."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from camcast.configvalues import ConfigError, Names
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    name: str  # [a-z0-9_-]{1,32}
+    source: str = "auto"
+    width: int = 640
+    height: int = 480
+    fps: float = 30.0
+    stamp: bool = False
+    jpeg_quality: int = 80
+    codec: str = "auto"
+    keyframe_interval: float = 2.0
+    bitrate: int = 2_000_000
+    recordings: Path = Path("recordings")  # this camera's own folder
+    recorder: str = "mp4"  # mp4 (remux the shared H.264) or opencv (cv2.VideoWriter on the frames)
+    recorder_fourcc: str = "MJPG"
+    recorder_container: str = "avi"
+    preroll: float = 0.0
+    segment: float = 0.0
+    keep_days: float = 0.0
+    max_recordings_bytes: int = 0
+    min_free_mb: float = 200.0
+    min_free_percent: float = 1.0
+    on_demand: bool = False
+    idle_timeout: float = 5.0  # s after the last viewer/recording/publisher leaves before the source closes
+
+    @property
+    def size(self) -> str:
+        return f"{self.width}x{self.height}"
+
+    def validate(self, name: Names | None = None) -> CameraConfig:
+        """Raise ConfigError for a value out of range; `name` says how the message names a setting."""
+        name = name or Names()
+        if not (1 <= self.width <= 7680 and 1 <= self.height <= 4320):
+            raise ConfigError(f"{name('size')} {self.size}: width and height must be 1..7680x4320")
+        if self.width % 2 or self.height % 2:
+            raise ConfigError(f"{name('size')} {self.size}: width and height must be even")
+        if not (0 < self.fps <= 240):
+            raise ConfigError(f"{name('fps')} {self.fps:g}: must be more than 0 and at most 240")
+        if not (1 <= self.jpeg_quality <= 100):
+            raise ConfigError(f"{name('jpeg_quality')} {self.jpeg_quality}: must be 1..100")
+        if self.codec not in ("auto", "h264", "vp8"):
+            raise ConfigError(f"{name('codec')} {self.codec}: must be auto, h264 or vp8")
+        if not (0.1 <= self.keyframe_interval <= 60):
+            raise ConfigError(f"{name('keyframe_interval')} {self.keyframe_interval:g}: must be 0.1..60 "
+                              "seconds")
+        if not (50_000 <= self.bitrate <= 50_000_000):
+            raise ConfigError(f"{name('bitrate')} {self.bitrate}: must be 50000..50000000 bits/s")
+        if not (0.5 <= self.idle_timeout <= 3600):
+            raise ConfigError(f"{name('idle_timeout')} {self.idle_timeout:g}: must be 0.5..3600 seconds")
+        self._validate_recorder(name)
+        return self
+
+    def _validate_recorder(self, name: Names) -> None:
+        if self.recorder not in ("mp4", "opencv"):
+            raise ConfigError(f"{name('recorder')} {self.recorder}: must be mp4 or opencv")
+        if len(self.recorder_fourcc) != 4 or not self.recorder_fourcc.isprintable():
+            raise ConfigError(f"{name('recorder_fourcc')} {self.recorder_fourcc}: must be 4 characters, "
+                              "e.g. MJPG")
+        if not re.fullmatch(r"[a-z0-9]{2,5}", self.recorder_container):
+            raise ConfigError(f"{name('recorder_container')} {self.recorder_container}: a file extension, "
+                              "e.g. avi")
+        if not (0 <= self.preroll <= 60):
+            raise ConfigError(f"{name('preroll')} {self.preroll:g}: must be 0..60 seconds")
+        if self.preroll > 0 and self.recorder != "mp4":
+            raise ConfigError(f"{name('preroll')} keeps encoded packets: it needs {name.key('recorder')} mp4")
+        if self.segment != 0 and not (1 <= self.segment <= 86400):
+            raise ConfigError(f"{name('segment')} {self.segment:g}: must be 0 (off) or 1..86400 seconds")
+        if self.keep_days < 0:
+            raise ConfigError(f"{name('keep_days')} {self.keep_days:g}: must be 0 (forever) or more")
+        if self.max_recordings_bytes < 0:
+            raise ConfigError(f"{name('max_recordings_bytes')}: must be 0 (no limit) or more")
+        if self.min_free_mb < 0 or not (0 <= self.min_free_percent <= 100):
+            raise ConfigError(f"{name('min_free_mb')} must be 0 or more and {name.key('min_free_percent')} "
+                              "0..100")
+
+
+# The settings a camera table may hold: its fields, with width and height given together as `size`.
+CAMERA_FIELDS = tuple(f.name for f in fields(CameraConfig) if f.name != "name")
+CAMERA_KEYS = frozenset(CAMERA_FIELDS) - {"width", "height"} | {"size"}
+
+
+def device_of(source: str) -> str | None:
+    """The capture device a source opens (`0`, `/dev/video0` and its by-id links are one), or None
+    for what many cameras may share: files, URLs, the test pattern."""
+    if source == "auto" or source.isdigit():
+        # auto opens camera 0 when there is one.
+        path = f"/dev/video{int(source) if source.isdigit() else 0}"
+    elif "://" in source or source == "testpattern":
+        return None
+    else:
+        path = source
+    if os.path.exists(path):
+        path = os.path.realpath(path)
+    return path if path.startswith("/dev/") else None
