@@ -224,7 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="TOML file: options at the top (key = the option without --, - written _), "
                    "one [cameras.NAME] table per camera with its source and its own per-camera options")
     p.add_argument("--check", action="store_true",
-                   help="check the configuration (options, file, cameras) and exit")
+                   help="check the configuration as startup does (options, file, cameras and their sources, "
+                   "folders) without listening, and exit")
     p.add_argument("--host", default=d.host,
                    help="address to listen on (0.0.0.0 for every interface)")
     p.add_argument("--port", type=int, default=d.port, help="TCP port (0 picks a free one)")
