@@ -31,13 +31,12 @@ from aiohttp import web
 from aiortc import RTCConfiguration, RTCPeerConnection
 
 from camcast.app import create_app
-from camcast.appkeys import STREAM
+from camcast.appkeys import CAMERAS, PEERS
 from camcast.config import Config
 from camcast.encoding import video as video_module
 from camcast.frames import Frame
 from camcast.recorder import prepare_folder
 from camcast.sources.pacing import Pacer
-from camcast.webrtc import PEERS
 from camcast.webrtc import peer as peer_module
 from support.mjpeg import MjpegReader, boundary_of
 from support.server import camcast_command, clean_env
@@ -54,8 +53,8 @@ class App:
         self.url = url
 
     @property
-    def stream(self) -> Any:
-        return self.app[STREAM]
+    def camera(self) -> Any:
+        return self.app[CAMERAS].first
 
     async def status(self, http: aiohttp.ClientSession) -> dict[str, Any]:
         async with http.get(self.url + "api/status") as r:
@@ -204,13 +203,13 @@ async def test_a_source_that_hangs_in_read_is_replaced(tmp_path: Path, http: aio
     published: list[Frame] = []
     try:
         async with serve(tmp_path, factory(hanging)) as app:
-            tap = app.stream.frames.subscribe(maxsize=10_000)
+            tap = app.camera.frames.subscribe(maxsize=10_000)
             watcher = MjpegWatcher(http, app.url)
             try:
                 await eventually(lambda: hanging.count >= 20, what="the source to hang")
                 hung_at = time.monotonic()
                 # Lost by the 2 s watchdog (plus slack for a busy machine); a new source opens at once.
-                capture = app.stream.capture
+                capture = app.camera.supervisor
                 assert capture is not None
                 await eventually(lambda: capture.reconnects == 1, 6, "the watchdog to call it lost")
                 lost = time.monotonic()
@@ -255,7 +254,7 @@ async def test_shutdown_does_not_wait_for_a_read_that_hangs(tmp_path: Path,
     try:
         async with serve(tmp_path, factory(*(HangingPattern(2, release) for _ in range(5)))) as app:
             # Every source hangs: the watchdog abandons them one after another, up to the limit.
-            capture = app.stream.capture
+            capture = app.camera.supervisor
             await eventually(lambda: capture.reconnects >= 3, 20, "three stalls")
             await asyncio.sleep(0.5)
             assert capture._stuck_reads() == 3 and capture.reconnects == 3  # no more threads than that
@@ -271,7 +270,7 @@ async def test_a_source_that_starts_failing_is_reopened(tmp_path: Path, http: ai
     async with serve(tmp_path, factory(FailingPattern(20, how))) as app:
         watcher = MjpegWatcher(http, app.url)
         try:
-            await eventually(lambda: app.stream.capture.reconnects == 1, 10, "the source lost")
+            await eventually(lambda: app.camera.supervisor.reconnects == 1, 10, "the source lost")
             lost = time.monotonic()
             await eventually(lambda: _is(app, http, 200), 10, "the source back")
             assert watcher.longest_gap(lost, time.monotonic()) < 1.0
@@ -306,7 +305,7 @@ async def test_viewers_survive_frames_of_a_new_size(tmp_path: Path, http: aiohtt
             assert firsts and all(viewer.frames[i].key for i in firsts), firsts
             assert viewer.decode_errors == 0
             assert {(320, 240), (160, 120), (161, 121)} <= set(watcher.since(0)), "MJPEG keeps every size"
-            encoder = app.stream.video_encoders["h264"]
+            encoder = app.camera.video_encoders["h264"]
             assert encoder.errors == 0 and encoder.restarts >= 2
         finally:
             await viewer.close()
@@ -348,7 +347,7 @@ async def test_an_encoder_error_restarts_it_with_a_keyframe_for_every_peer(
                 await v.wait_frames(5, timeout=15)
             marks = [len(v.frames) for v in viewers]
             plan["fail_at"] = plan["frames"] + 1  # five frames in a row fail from now on
-            encoder = app.stream.video_encoders["h264"]
+            encoder = app.camera.video_encoders["h264"]
             await eventually(lambda: encoder.errors == 5, 10, "the injected failures")
             for v, mark in zip(viewers, marks, strict=True):
                 # Every peer resyncs on the new encoder's first keyframe and decodes on.

@@ -12,9 +12,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from camcast.app import create_app
-from camcast.appkeys import CONTROL, STREAM
+from camcast.appkeys import CAMERAS, METRICS
 from camcast.config import load_config
-from camcast.metrics import METRICS
 from support.mjpeg import collect, open_mjpeg
 from support.webrtc_viewer import Viewer
 
@@ -112,7 +111,7 @@ async def app_url() -> AsyncIterator[tuple[web.Application, str]]:
 
 async def test_latency_reports_feed_a_histogram(app_url, http) -> None:
     app, url = app_url
-    bus = app[CONTROL]
+    bus = app[CAMERAS].first.control
     for ms in (20, 45.5, 180, 1200):
         assert await bus.dispatch({"type": "latency", "ms": ms}, "peer-1") is None
     for bad in ("12", None, True, -5, 1e9, float("nan"), [1]):
@@ -128,12 +127,12 @@ async def test_latency_reports_feed_a_histogram(app_url, http) -> None:
     assert value(metrics, family, family + "_bucket", le="0.2") == 3
     assert value(metrics, family, family + "_bucket", le="+Inf") == 4
     assert value(metrics, "camcast_latency_reports_rejected", "camcast_latency_reports_rejected_total") == 8
-    assert app[METRICS].latency.rejected == 8
+    assert app[CAMERAS].first.latency.rejected == 8
 
 
 async def test_video_encode_time_is_observed_per_codec(app_url, http) -> None:
     app, url = app_url
-    stream = app[STREAM]
+    stream = app[CAMERAS].first
     # A subscriber to the H.264 packets is what a WebRTC peer or the recorder is: it starts the encoder.
     with stream.packets["h264"].subscribe(maxsize=8) as packets:
         for _ in range(3):

@@ -29,10 +29,10 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from camcast.app import create_app
-from camcast.appkeys import CONTROL, STREAM
+from camcast.appkeys import CAMERAS
 from camcast.config import Config
 from camcast.frames import now_us
-from camcast.recorder import RECORDER, prepare_folder
+from camcast.recorder import prepare_folder
 from camcast.recorder.naming import create_unique
 from camcast.recorder.storage import apply_retention
 from camcast.sources.pacing import Pacer
@@ -364,11 +364,11 @@ async def in_process(tmp_path: Path, source_factory: Any = None, **settings: Any
     app = create_app(config, source_factory)
     messages: list[dict[str, Any]] = []
     # Sinks get each broadcast as JSON text, as a data channel would carry it.
-    app[CONTROL].attach("test-viewer", lambda text: messages.append(json.loads(text)))
+    app[CAMERAS].first.control.attach("test-viewer", lambda text: messages.append(json.loads(text)))
     server = TestServer(app, host="127.0.0.1", port=0)
     await server.start_server()
     try:
-        await _wait(lambda: app[STREAM].healthy)  # the test pattern runs (no "no signal" frames)
+        await _wait(lambda: app[CAMERAS].first.healthy)  # the test pattern runs (no "no signal" frames)
         yield app, messages
     finally:
         await server.close()
@@ -406,7 +406,7 @@ def _stopped_and_told(recorder: Any, messages: list[dict[str, Any]]) -> bool:
 
 async def test_write_error_stops_cleanly_and_streaming_goes_on(tmp_path: Path) -> None:
     async with in_process(tmp_path) as (app, messages):
-        recorder = app[RECORDER]
+        recorder = app[CAMERAS].first.recorder
 
         def create(folder: Path, start_us: int, ext: str) -> tuple[Path, Any]:
             path, raw = create_unique(folder, start_us, ext)
@@ -419,13 +419,13 @@ async def test_write_error_stops_cleanly_and_streaming_goes_on(tmp_path: Path) -
         assert len(errors) == 1 and "No space left on device" in errors[0]["message"]
         assert messages[-1] == {"type": "record", **recorder.state()}
         assert recorder.state()["error"]
-        rec = read_recording(Path(app[RECORDER].settings.folder) / state["name"])
+        rec = read_recording(Path(app[CAMERAS].first.recorder.settings.folder) / state["name"])
         assert rec.keys[0] and len(rec.times) >= 10  # the fragments written before the error play
         # Streaming goes on, and a new recording (with room) works.
         recorder.create = create_unique
-        published = app[RECORDER].feed._packets.published  # type: ignore[attr-defined]
+        published = app[CAMERAS].first.recorder.feed._packets.published  # type: ignore[attr-defined]
         await asyncio.sleep(0.3)
-        assert app[RECORDER].feed._packets.published > published  # type: ignore[attr-defined]
+        assert app[CAMERAS].first.recorder.feed._packets.published > published  # type: ignore[attr-defined]
         again = await recorder.start()
         assert again["state"] == "recording" and again["error"] is None
         await recorder.stop()
@@ -433,7 +433,7 @@ async def test_write_error_stops_cleanly_and_streaming_goes_on(tmp_path: Path) -
 
 async def test_low_disk_space_stops_the_recording(tmp_path: Path) -> None:
     async with in_process(tmp_path) as (app, messages):
-        recorder = app[RECORDER]
+        recorder = app[CAMERAS].first.recorder
         state = await recorder.start()
         await asyncio.sleep(1.2)
         free = shutil.disk_usage(recorder.settings.folder).free
@@ -477,7 +477,7 @@ class ShrinkingPattern:
 
 async def test_a_new_frame_size_starts_a_new_file(tmp_path: Path) -> None:
     async with in_process(tmp_path, lambda: ShrinkingPattern(switch_after=45)) as (app, messages):
-        recorder = app[RECORDER]
+        recorder = app[CAMERAS].first.recorder
         first = await recorder.start()
         await _wait(lambda: recorder.state()["name"] != first["name"])
         await asyncio.sleep(0.5)

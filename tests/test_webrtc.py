@@ -392,10 +392,13 @@ async def test_track_ends_when_the_hub_closes() -> None:
 
 # -- peers and the registry in this process (loopback ICE, no server) ----------------------------
 
-def _stream() -> Any:
-    """The parts of a Stream a peer uses: an H.264 packet hub, its encoder, the viewer counts."""
+def _camera() -> Any:
+    """The parts of a Camera a peer uses: an H.264 packet hub, its encoder, the viewer counts, its
+    sessions, its control scope and codec setting."""
     encoder = SimpleNamespace(force_keyframe=lambda: True)
-    return SimpleNamespace(video_encoders={"h264": encoder}, packets={"h264": Hub("h264")}, viewers=Viewers())
+    return SimpleNamespace(name="default", video_encoders={"h264": encoder}, packets={"h264": Hub("h264")},
+                           viewers=Viewers(), sessions=set(), control=ControlBus(),
+                           settings=SimpleNamespace(codec="h264"))
 
 
 async def _offer() -> str:
@@ -411,13 +414,14 @@ async def _offer() -> str:
 async def test_a_failing_watchdog_closes_its_peer(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(peer_module, "WATCH_INTERVAL", 0.01)
     closed: list[Peer] = []
-    peer = Peer("p1", "127.0.0.1", "offer", "h264", RTCConfiguration(iceServers=[]), _stream(),
-                ControlBus(), 10.0, closed.append)
+    peer = Peer("p1", "127.0.0.1", "offer", RTCConfiguration(iceServers=[]), 10.0, closed.append,
+                ControlBus())
+    peer.add_camera(_camera(), "h264")
 
     async def broken_stats() -> Any:
         raise RuntimeError("stats broke")
 
-    peer.sender = SimpleNamespace(getStats=broken_stats)  # type: ignore[assignment]
+    peer.feeds[0].sender = SimpleNamespace(getStats=broken_stats)  # type: ignore[assignment]
     peer.connected_at = time.monotonic()
     peer.start()
     for _ in range(500):
@@ -428,9 +432,9 @@ async def test_a_failing_watchdog_closes_its_peer(monkeypatch: pytest.MonkeyPatc
 
 
 async def test_viewers_count_connected_peers_not_answers(monkeypatch: pytest.MonkeyPatch) -> None:
-    stream = _stream()
-    registry = PeerRegistry(stream, ControlBus(), WebRtcOptions(codec="h264"))
-    peer, answer = await registry.open_session(await _offer(), "127.0.0.1", "offer")
+    stream = _camera()
+    registry = PeerRegistry(WebRtcOptions())
+    peer, answer = await registry.open_session(stream, await _offer(), "127.0.0.1", "offer")
     assert answer.startswith("v=0") and len(registry) == 1
     assert stream.viewers.current["webrtc"] == 0  # answered, never connected: no viewer
     assert await registry.close_session(peer.id, "test")
@@ -447,7 +451,7 @@ async def test_viewers_count_connected_peers_not_answers(monkeypatch: pytest.Mon
 
     monkeypatch.setattr(Peer, "negotiate", negotiate_then_fail)
     with pytest.raises(OfferError) as refused:
-        await registry.open_session(await _offer(), "127.0.0.1", "offer")
+        await registry.open_session(stream, await _offer(), "127.0.0.1", "offer")
     assert 400 <= refused.value.status < 500 and "connection failed" in refused.value.reason
     assert len(registry) == 0 and registry.rejected_offers == 1
     await registry.close_all()

@@ -1,4 +1,4 @@
-"""create_app(config): the aiohttp application, one cleanup_ctx per long-lived component."""
+"""create_app(config): the aiohttp application: the cameras, the outputs' routes, and their lifetimes."""
 
 from __future__ import annotations
 
@@ -7,90 +7,86 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
-from camcast.appkeys import CONFIG, CONTROL, STREAM
+from camcast.appkeys import CAMERAS, CONFIG
 from camcast.auth import add_token_guard
-from camcast.config import Config, parse_ice_server
-from camcast.control import ControlBus
+from camcast.camera import Camera, CameraSettings
+from camcast.cameras import CameraRegistry
+from camcast.config import CameraConfig, Config, parse_ice_server
 from camcast.cors import add_cors
 from camcast.metrics import add_metrics
 from camcast.mjpeg import add_mjpeg
-from camcast.recorder import RecorderSettings, add_recorder, make_recorder
+from camcast.recorder import Recorder, RecorderSettings, add_recorder_routes, make_recorder
 from camcast.sources import Source, make_source
-from camcast.status import healthz_handler, status_handler
-from camcast.stream import Stream, StreamSettings
+from camcast.status import add_status_routes
 from camcast.webclient import add_client_routes
 from camcast.webrtc import WebRtcOptions, setup_webrtc
 
 log = logging.getLogger("camcast")
 
 
-def build_stream(config: Config, source_factory: Callable[[], Source] | None = None) -> Stream:
-    settings = StreamSettings(
-        name="default", source=config.source, width=config.width, height=config.height, fps=config.fps,
-        jpeg_quality=config.jpeg_quality, keyframe_interval=config.keyframe_interval,
-        bitrate=config.bitrate,
+def camera_configs(config: Config) -> tuple[CameraConfig, ...]:
+    """The configured cameras; a Config built by hand without any has one, `default`, from its
+    global options (what load_config does when no camera is named)."""
+    return config.cameras or (config.camera_defaults(),)
+
+
+def recorder_settings(camera: CameraConfig) -> RecorderSettings:
+    return RecorderSettings(
+        folder=camera.recordings, preroll=camera.preroll, segment=camera.segment,
+        keep_days=camera.keep_days, max_bytes=camera.max_recordings_bytes,
+        min_free_bytes=int(camera.min_free_mb * 1_000_000), min_free_ratio=camera.min_free_percent / 100,
+    )
+
+
+def build_camera(camera: CameraConfig, source_factory: Callable[[], Source] | None = None) -> Camera:
+    settings = CameraSettings(
+        name=camera.name, source=camera.source, width=camera.width, height=camera.height, fps=camera.fps,
+        jpeg_quality=camera.jpeg_quality, keyframe_interval=camera.keyframe_interval,
+        bitrate=camera.bitrate, codec=camera.codec, on_demand=camera.on_demand,
+        idle_timeout=camera.idle_timeout,
     )
     if source_factory is None:
         def source_factory() -> Source:
-            return make_source(config.source, config.width, config.height, config.fps, config.stamp)
-    return Stream(settings, source_factory)
+            return make_source(camera.source, camera.width, camera.height, camera.fps, camera.stamp)
+
+    def recorder_for(built: Camera) -> Recorder:
+        return make_recorder(built, recorder_settings(camera), built.control.broadcast, camera.recorder,
+                             camera.recorder_fourcc, camera.recorder_container)
+
+    return Camera(settings, source_factory, recorder_for)
 
 
 def webrtc_options(config: Config) -> WebRtcOptions:
     servers = [parse_ice_server(url) for url in config.ice_servers]
     return WebRtcOptions(
-        codec=config.codec, max_peers=config.max_peers, peer_timeout=config.peer_timeout,
+        max_peers=config.max_peers, peer_timeout=config.peer_timeout,
         ice_servers=tuple((s.url, s.username, s.credential) for s in servers),
         ice_addresses=config.ice_addresses,
     )
 
 
-def recorder_settings(config: Config) -> RecorderSettings:
-    return RecorderSettings(
-        folder=config.recordings, preroll=config.preroll, segment=config.segment,
-        keep_days=config.keep_days, max_bytes=config.max_recordings_bytes,
-        min_free_bytes=int(config.min_free_mb * 1_000_000), min_free_ratio=config.min_free_percent / 100,
-    )
-
-
-async def capture_ctx(app: web.Application) -> AsyncIterator[None]:
-    stream = app[STREAM]
-    await stream.start_capture()
-    yield
-    await stream.stop_capture()
-
-
-async def jpeg_encoder_ctx(app: web.Application) -> AsyncIterator[None]:
-    yield
-    await app[STREAM].jpeg_encoder.close()
-
-
-async def video_encoders_ctx(app: web.Application) -> AsyncIterator[None]:
-    yield
-    for encoder in app[STREAM].video_encoders.values():
-        await encoder.close()
-
-
 def create_app(
     config: Config, source_factory: Callable[[], Source] | None = None
 ) -> web.Application:
+    """`source_factory` replaces every camera's source (tests drive the pipeline with their own)."""
     app = web.Application(client_max_size=64 * 1024)
     app[CONFIG] = config
-    app[STREAM] = build_stream(config, source_factory)
-    app[CONTROL] = ControlBus()
+    cameras = CameraRegistry([build_camera(c, source_factory) for c in camera_configs(config)])
+    app[CAMERAS] = cameras
     # Order matters: CORS answers preflights (which carry no token) before the token check.
     add_cors(app, config.cors_origins)
     add_token_guard(app, config.token)
-    app.cleanup_ctx.append(capture_ctx)
-    app.cleanup_ctx.append(jpeg_encoder_ctx)
-    app.cleanup_ctx.append(video_encoders_ctx)
-    setup_webrtc(app, webrtc_options(config))  # after the encoders: peers close before they stop
-    # After both: on shutdown the file is finalized first, and peers still hear that it stopped.
-    add_recorder(app, make_recorder(app[STREAM], recorder_settings(config), app[CONTROL].broadcast,
-                                    config.recorder, config.recorder_fourcc, config.recorder_container))
+    # WebRTC's context wraps the cameras': ICE addresses hold while any session lives.
+    setup_webrtc(app, webrtc_options(config))
+
+    async def cameras_ctx(app: web.Application) -> AsyncIterator[None]:
+        async with cameras.running():  # each camera stops in its own explicit order
+            yield
+
+    app.cleanup_ctx.append(cameras_ctx)
     add_client_routes(app)
     add_mjpeg(app)
-    app.router.add_get("/api/status", status_handler)
-    app.router.add_get("/healthz", healthz_handler)
+    add_recorder_routes(app)
+    add_status_routes(app)
     add_metrics(app)
     return app

@@ -14,10 +14,12 @@ import logging
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from camcast.appkeys import TOKEN_GUARD
+
 log = logging.getLogger("camcast.auth")
 
 # Route patterns (as registered) that need no token: the page asks for the token, so it must load.
-PUBLIC_ROUTES = frozenset({"/", "/healthz", "/favicon.ico"})
+PUBLIC_ROUTES = frozenset({"/", "/healthz", "/favicon.ico", "/cameras/{camera}/", "/cameras/{camera}"})
 PUBLIC_ROUTE_PREFIXES = ("/client/",)
 
 
@@ -76,8 +78,6 @@ class TokenGuard:
         return _unauthorized("wrong access token", "invalid_token")
 
 
-TOKEN_GUARD = web.AppKey("token_guard", TokenGuard)
-
 
 def add_token_guard(app: web.Application, token: str) -> None:
     """Require `token` on every non-public route (no-op without a token)."""
@@ -102,4 +102,4 @@ def exposure_warning(bound_address: str, token: str) -> str | None:
     if token or is_loopback(bound_address):
         return None
     return (f"listening on {bound_address} without --token: anyone on the network can watch and "
-            "record this camera; set --token (or CAMCAST_TOKEN), or bind to 127.0.0.1")
+            "record these cameras; set --token (or CAMCAST_TOKEN), or bind to 127.0.0.1")

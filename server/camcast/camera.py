@@ -1,42 +1,77 @@
-"""Everything that belongs to one camera: source, hubs, encoders, viewers."""
+"""One camera: everything that belongs to it, started and stopped as one async context.
+
+A camera owns its source and capture, its hubs and encoders, the MJPEG fan-out, the recorder, the
+WebRTC sessions that carry it, the latency its players report, and the scope of its control
+messages: a record press on one camera never reaches another, and each peer hears only its own
+camera's state. The app holds a registry of cameras and nothing camera-specific besides.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
+from camcast.capture import Capture
+from camcast.control import ControlBus
 from camcast.encoding.jpeg import SharedJpegEncoder
 from camcast.encoding.video import SharedVideoEncoder
 from camcast.fpsmeter import FpsMeter
 from camcast.frames import EncodedPacket, Frame, JpegPart
-from camcast.hub import Hub
+from camcast.hub import Hub, HubClosed
+from camcast.latency import DisplayLatency
+from camcast.mjpeg import MjpegFanout
 from camcast.sources.base import Source
 from camcast.sources.supervisor import CaptureSupervisor
 from camcast.viewers import Viewers
+from camcast.webrtc.ping import ping
+
+if TYPE_CHECKING:
+    from camcast.recorder import Recorder
+
+log = logging.getLogger("camcast.camera")
+
+FIRST_FRAME_TIMEOUT = 5.0  # s a snapshot of an idle camera waits for its source to deliver
 
 
 @dataclass(frozen=True)
-class StreamSettings:
+class CameraSettings:
     name: str
-    source: str  # the resolved --source spec (the running source adds its own description)
+    source: str  # the resolved source spec (the running source adds its own description)
     width: int
     height: int
     fps: float
     jpeg_quality: int
     keyframe_interval: float = 2.0
     bitrate: int = 2_000_000
+    codec: str = "auto"  # what WebRTC peers get: auto (H.264 when offered, else VP8), h264 or vp8
+    on_demand: bool = False
+    idle_timeout: float = 5.0
 
 
-class Stream:
-    def __init__(self, settings: StreamSettings, make_source: Callable[[], Source]) -> None:
+class Session(Protocol):
+    """A WebRTC session that carries this camera (it may carry others too: the wall's)."""
+
+    async def close(self, reason: str) -> None: ...
+
+
+class Camera:
+    def __init__(self, settings: CameraSettings, make_source: Callable[[], Source],
+                 make_recorder: Callable[[Camera], Recorder]) -> None:
         self.settings = settings
+        self.name = settings.name
         self.frames: Hub[Frame] = Hub("frames")
         self.jpeg: Hub[JpegPart] = Hub("jpeg")
-        self.viewers = Viewers()
+        self.viewers = Viewers(settings.name)
         self.fps_meter = FpsMeter()
+        self.frames_captured = 0  # over every opening of the source (on-demand cameras reopen it)
         self.started_monotonic = time.monotonic()
+        self.capture = Capture(settings.name, make_source, self.frames, settings.width, settings.height,
+                               settings.fps, settings.on_demand, settings.idle_timeout, self._counted)
         self.jpeg_encoder = SharedJpegEncoder(self.frames, self.jpeg, settings.jpeg_quality)
         # One packet hub and one lazily started shared encoder per codec.
         self.packets: dict[str, Hub[EncodedPacket]] = {c: Hub(f"{c}-packets") for c in ("h264", "vp8")}
@@ -45,51 +80,88 @@ class Stream:
                                       settings.keyframe_interval, settings.bitrate)
             for codec, hub in self.packets.items()
         }
-        self._make_source = make_source
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self.capture: CaptureSupervisor | None = None
+        self.mjpeg = MjpegFanout(self.jpeg, self.viewers, settings.fps)
+        self.latency = DisplayLatency()
+        self.sessions: set[Session] = set()
+        # The control scope: messages from this camera's peers, broadcasts to them only.
+        self.control = ControlBus()
+        self.recorder = make_recorder(self)
+        self.control.register("record", self.recorder.handle_control)
+        self.control.add_greeter(self.recorder.greeting)
+        self.control.register("ping", ping)
+        self.control.register("latency", self.latency.handle)
 
-    # The capture thread hands each frame to the loop once; the hub fans it out there.
-    def _publish_from_thread(self, frame: Frame) -> None:
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            try:
-                loop.call_soon_threadsafe(self._publish, frame)
-            except RuntimeError:  # loop closing during shutdown
-                pass
-
-    def _publish(self, frame: Frame) -> None:
+    def _counted(self, frame: Frame) -> None:
         if frame.live:  # the measured rate is the source's, not the "no signal" ticker's
             self.fps_meter.tick()
-        self.frames.publish(frame)
+            self.frames_captured += 1
 
-    async def start_capture(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        s = self.settings
-        self.capture = CaptureSupervisor(self._make_source, self._publish_from_thread,
-                                         s.width, s.height, s.fps)
-        self.capture.start()
+    # -- lifetime: one context, in an explicit order --------------------------------------------
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[Camera]:
+        await self.capture.start()
+        await self.recorder.open()  # after the capture: pre-roll wakes it at once
+        try:
+            yield self
+        finally:
+            await self.mjpeg.close()  # endless responses end; their handlers return
+            # The file is finalized while peers are still connected to hear that it stopped.
+            await self.recorder.close()
+            await self.close_sessions("server shutting down")
+            await self.jpeg_encoder.close()
+            for encoder in self.video_encoders.values():
+                await encoder.close()
+            await self.capture.stop()
+            self.frames.close()
 
-    async def stop_capture(self) -> None:
-        if self.capture is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self.capture.stop)
-        self.frames.close()
+    async def close_sessions(self, reason: str) -> None:
+        sessions = list(self.sessions)
+        if sessions:
+            log.info("camera %s: closing %d WebRTC session(s)", self.name, len(sessions))
+        await asyncio.gather(*(s.close(reason) for s in sessions), return_exceptions=True)
+
+    # -- pictures ------------------------------------------------------------------------------
+    async def snapshot(self) -> JpegPart | None:
+        """The newest picture as JPEG; an idle camera is woken and its first frame awaited."""
+        if self.frames.latest is None and not self.frames.closed:
+            # A subscriber is demand: an idle source opens.
+            with self.frames.subscribe(maxsize=1) as first, contextlib.suppress(TimeoutError, HubClosed):
+                await asyncio.wait_for(first.get(), FIRST_FRAME_TIMEOUT)
+        return await self.jpeg_encoder.snapshot()
+
+    # -- state ---------------------------------------------------------------------------------
+    @property
+    def supervisor(self) -> CaptureSupervisor | None:
+        return self.capture.supervisor
 
     @property
     def source_up(self) -> bool:
-        return self.capture is not None and self.capture.up
+        supervisor = self.supervisor
+        return supervisor is not None and supervisor.up
 
     @property
     def healthy(self) -> bool:
         """The source is up (it delivered a frame since it opened) and its frames still flow
         (within the watchdog's limit, which scales with slow frame rates)."""
-        capture = self.capture
-        if capture is None or not capture.up:
+        supervisor = self.supervisor
+        if supervisor is None or not supervisor.up:
             return False
         latest = self.frames.latest
         if latest is None or not latest.live:
             return False  # its first frame has not reached the hub yet
-        return time.monotonic() - capture.last_frame_monotonic < capture.watchdog_seconds
+        return time.monotonic() - supervisor.last_frame_monotonic < supervisor.watchdog_seconds
+
+    @property
+    def state(self) -> str:
+        """`up`, `idle` (on demand, nobody watching: the source is closed) or `down`."""
+        if self.capture.idle:
+            return "idle"
+        return "up" if self.healthy else "down"
+
+    @property
+    def description(self) -> str:
+        supervisor = self.supervisor
+        return supervisor.description if supervisor and supervisor.description else self.settings.source
 
     @property
     def current_size(self) -> tuple[int, int]:
@@ -97,6 +169,10 @@ class Stream:
         if frame is not None:
             return frame.width, frame.height
         return self.settings.width, self.settings.height
+
+    @property
+    def recording(self) -> bool:
+        return self.recorder.recording
 
     def uptime(self) -> float:
         return time.monotonic() - self.started_monotonic

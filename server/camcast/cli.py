@@ -15,9 +15,9 @@ from collections.abc import Iterator, Sequence
 
 from aiohttp import web
 
-from camcast.app import create_app
+from camcast.app import camera_configs, create_app
 from camcast.auth import exposure_warning
-from camcast.config import Config, ConfigError, load_config
+from camcast.config import CameraConfig, Config, ConfigError, load_config
 from camcast.logsetup import setup_logging
 from camcast.recorder import FolderError, check_opencv_writer, prepare_folder
 from camcast.sources import SourceError, open_source_spec, resolve_source
@@ -56,29 +56,43 @@ def _native_stderr_silenced() -> Iterator[None]:
         os.close(saved)
 
 
-def _check_source(config: Config) -> Config:
-    spec = resolve_source(config.source)
-    try:
-        with _native_stderr_silenced():
-            open_source_spec(spec, config.width, config.height, config.fps, config.stamp)
-    except SourceError as exc:
-        raise StartupError(f"--source {config.source}: {exc}") from None
-    return dataclasses.replace(config, source=spec)
+def _where(config: Config, camera: CameraConfig) -> str:
+    """How an error names a camera: `--source` for the one unnamed camera, else its name."""
+    if len(config.cameras) <= 1 and camera.name == "default":
+        return ""
+    return f"camera {camera.name}: "
+
+
+def _check_sources(config: Config) -> Config:
+    """Every camera's source opens (resolved: `auto` becomes camera 0 or the test pattern)."""
+    checked = []
+    for camera in camera_configs(config):
+        spec = resolve_source(camera.source)
+        try:
+            with _native_stderr_silenced():
+                open_source_spec(spec, camera.width, camera.height, camera.fps, camera.stamp)
+        except SourceError as exc:
+            raise StartupError(f"{_where(config, camera)}--source {camera.source}: {exc}") from None
+        checked.append(dataclasses.replace(camera, source=spec))
+    first = checked[0]
+    return dataclasses.replace(config, cameras=tuple(checked),
+                               source=first.source if first.name == "default" else config.source)
 
 
 def _check_recordings(config: Config) -> None:
-    """The recordings folder exists (created if missing) and is writable; the writer opens."""
-    try:
-        prepare_folder(config.recordings)
-    except FolderError as exc:
-        raise StartupError(f"--recordings {config.recordings}: {exc}") from None
-    if config.recorder == "opencv":
-        with _native_stderr_silenced():
-            problem = check_opencv_writer(config.recordings, config.recorder_fourcc,
-                                          config.recorder_container, config.width, config.height,
-                                          config.fps)
-        if problem:
-            raise StartupError(f"--recorder opencv: {problem}")
+    """Each camera's recordings folder exists (created if missing) and is writable; the writer opens."""
+    for camera in camera_configs(config):
+        try:
+            prepare_folder(camera.recordings)
+        except FolderError as exc:
+            raise StartupError(f"{_where(config, camera)}--recordings {camera.recordings}: {exc}") from None
+        if camera.recorder == "opencv":
+            with _native_stderr_silenced():
+                problem = check_opencv_writer(camera.recordings, camera.recorder_fourcc,
+                                              camera.recorder_container, camera.width, camera.height,
+                                              camera.fps)
+            if problem:
+                raise StartupError(f"{_where(config, camera)}--recorder opencv: {problem}")
 
 
 def _refuse_password() -> bytes:
@@ -113,6 +127,14 @@ def _url(config: Config, sock: socket.socket, tls: bool = False) -> str:
     return f"{'https' if tls else 'http'}://{host}:{port}/"
 
 
+def _what(config: Config) -> str:
+    cameras = camera_configs(config)
+    if len(cameras) == 1:
+        camera = cameras[0]
+        return f"{camera.source} {camera.size}@{camera.fps:g}"
+    return f"{len(cameras)} cameras ({', '.join(c.name for c in cameras)})"
+
+
 async def serve(config: Config, sock: socket.socket, tls: ssl.SSLContext | None = None) -> None:
     app = create_app(config)
     # A short shutdown timeout: endless MJPEG responses are ended on shutdown anyway.
@@ -121,7 +143,7 @@ async def serve(config: Config, sock: socket.socket, tls: ssl.SSLContext | None 
     site = web.SockSite(runner, sock, ssl_context=tls)
     await site.start()
     url = _url(config, sock, tls is not None)
-    print(f"camcast: serving {config.source} {config.size}@{config.fps:g} at {url}", flush=True)
+    print(f"camcast: serving {_what(config)} at {url}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -138,8 +160,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(argv)
         setup_logging(config.log_level, config.log_format)
         tls = _tls_context(config)
-        config = _check_source(config)
+        config = _check_sources(config)
         _check_recordings(config)
+        if config.check:
+            print(f"camcast: configuration OK: {_what(config)}", flush=True)
+            return 0
         sock = _listen(config.host, config.port)
     except (ConfigError, StartupError) as exc:
         print(f"camcast: error: {exc}", file=sys.stderr)

@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
+from camcast.cameras import unprefixed
+
 ALLOW_METHODS = "GET, POST, PATCH, DELETE, OPTIONS"
 ALLOW_HEADERS = "Authorization, Content-Type, If-Match"
 # WHEP clients read Location (the session), Link (ICE servers), ETag and Accept-Patch (trickle ICE).
@@ -22,6 +24,7 @@ PREFLIGHT_MAX_AGE = "600"
 
 
 def in_cors_scope(path: str) -> bool:
+    path = unprefixed(path)  # /cameras/<name>/whep is a WHEP endpoint like /whep
     return path == "/whep" or path.startswith(("/whep/", "/api/"))
 
 

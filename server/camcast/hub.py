@@ -126,6 +126,10 @@ class Hub(Generic[T]):
         for sub in self._subscribers:
             sub._push(item)
 
+    def forget_latest(self) -> None:
+        """Drop the newest item (a paused source's last picture is not news to the next subscriber)."""
+        self.latest = None
+
     def close(self) -> None:
         """End every subscription (their `get` raises HubClosed once drained)."""
         self.closed = True

@@ -12,11 +12,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from camcast.appkeys import STREAM
+from camcast.appkeys import CAMERAS
+from camcast.cameras import add_camera_route, camera_of
 from camcast.encoding.jpeg import BOUNDARY
 from camcast.frames import JpegPart, now_us
 from camcast.hub import Hub, HubClosed
@@ -141,16 +141,13 @@ class MjpegFanout:
                 await task
 
 
-MJPEG = web.AppKey("mjpeg", MjpegFanout)
-
-
 def _who(request: web.Request) -> str:
     peer = request.transport.get_extra_info("peername") if request.transport else None
     return f"{peer[0]}:{peer[1]}" if peer else "unknown"
 
 
 async def mjpeg_handler(request: web.Request) -> web.StreamResponse:
-    stream = request.app[STREAM]
+    camera = camera_of(request)
     fps_cap = float_arg(request, "fps", 0.1, 240)
     response = web.StreamResponse(headers={
         "Content-Type": f"multipart/x-mixed-replace; boundary={BOUNDARY}",
@@ -164,39 +161,31 @@ async def mjpeg_handler(request: web.Request) -> web.StreamResponse:
     await response.write(f"--{BOUNDARY}\r\n".encode())
     chunked = response.headers.get("Transfer-Encoding", "").lower() == "chunked"
     client = MjpegClient(transport, 1.0 / fps_cap if fps_cap else 0.0, chunked)  # type: ignore[arg-type]
-    fanout = request.app[MJPEG]
-    with stream.viewers.watching("mjpeg", _who(request)):
-        fanout.add(client)
+    with camera.viewers.watching("mjpeg", _who(request)):
+        camera.mjpeg.add(client)
         try:
             await client.done
         finally:
-            fanout.remove(client)
+            camera.mjpeg.remove(client)
     return response
 
 
 async def snapshot_handler(request: web.Request) -> web.Response:
-    part = await request.app[STREAM].jpeg_encoder.snapshot()
+    part = await camera_of(request).snapshot()
     if part is None:
         raise web.HTTPServiceUnavailable(text="no frame yet\n")
     return web.Response(body=part.jpeg, content_type="image/jpeg",
                         headers={"X-Timestamp": f"{part.captured_us / 1e6:.6f}", **_NO_CACHE})
 
 
-async def _fanout_ctx(app: web.Application) -> AsyncIterator[None]:
-    stream = app[STREAM]
-    app[MJPEG] = MjpegFanout(stream.jpeg, stream.viewers, stream.settings.fps)
-    yield
-    await app[MJPEG].close()
-
-
 async def _end_endless_responses(app: web.Application) -> None:
-    # MJPEG responses never end by themselves: ending the fan-out lets every handler return.
-    await app[MJPEG].close()
+    # MJPEG responses never end by themselves: ending the fan-outs lets every handler return.
+    for camera in app[CAMERAS]:
+        await camera.mjpeg.close()
 
 
 def add_mjpeg(app: web.Application) -> None:
-    """The MJPEG stream and the snapshot, with the fan-out's lifetime."""
-    app.cleanup_ctx.append(_fanout_ctx)
+    """The MJPEG stream and the snapshot of every camera (the fan-outs live in the cameras)."""
     app.on_shutdown.append(_end_endless_responses)
-    app.router.add_get("/video.mjpg", mjpeg_handler)
-    app.router.add_get("/snapshot.jpg", snapshot_handler)
+    add_camera_route(app, "GET", "/video.mjpg", mjpeg_handler)
+    add_camera_route(app, "GET", "/snapshot.jpg", snapshot_handler)

@@ -1,4 +1,4 @@
-"""The frame stamp: capture time as 64 black/white cells in the top 16 rows (see DESIGN.md)."""
+"""The frame stamp: capture time as 64 black/white cells in the top 16 rows (README, "Frame stamp")."""
 
 from __future__ import annotations
 

@@ -11,7 +11,8 @@ log = logging.getLogger("camcast.viewers")
 
 
 class Viewers:
-    def __init__(self) -> None:
+    def __init__(self, camera: str = "default") -> None:
+        self.camera = camera
         self.current: Counter[str] = Counter()
         self.total: Counter[str] = Counter()
         self.bytes_sent: Counter[str] = Counter()
@@ -27,13 +28,13 @@ class Viewers:
     def join(self, kind: str, who: str) -> None:
         self.current[kind] += 1
         self.total[kind] += 1
-        log.info("%s viewer connected: %s (%d watching)", kind, who, self.current[kind],
-                 extra={"event": "viewer_joined", "kind": kind, "viewer": who})
+        log.info("%s viewer connected: %s (%d watching %s)", kind, who, self.current[kind], self.camera,
+                 extra={"event": "viewer_joined", "kind": kind, "viewer": who, "camera": self.camera})
 
     def leave(self, kind: str, who: str) -> None:
         self.current[kind] -= 1
-        log.info("%s viewer disconnected: %s (%d watching)", kind, who, self.current[kind],
-                 extra={"event": "viewer_left", "kind": kind, "viewer": who})
+        log.info("%s viewer disconnected: %s (%d watching %s)", kind, who, self.current[kind], self.camera,
+                 extra={"event": "viewer_left", "kind": kind, "viewer": who, "camera": self.camera})
 
     def sent(self, kind: str, nbytes: int) -> None:
         """Count bytes written to viewers of `kind` (for /metrics)."""

@@ -7,6 +7,9 @@ from pathlib import Path
 
 from aiohttp import web
 
+from camcast.appkeys import CAMERAS
+from camcast.cameras import camera_of
+
 # The player's assets: nothing user-supplied is inserted into them.
 _CSP = (
     "default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; "
@@ -47,13 +50,26 @@ def _asset(assets: dict[str, tuple[bytes, str]], name: str) -> web.Response:
 
 
 def add_client_routes(app: web.Application) -> None:
+    """`/`: the player with one camera, the wall with several; `/cameras/<name>/`: that camera's player."""
     assets = _load_assets(client_root())
 
     async def index(request: web.Request) -> web.Response:
+        wall = len(request.app[CAMERAS]) > 1 and "wall.html" in assets
+        return _asset(assets, "wall.html" if wall else "index.html")
+
+    async def camera_page(request: web.Request) -> web.Response:
+        camera_of(request)  # 404 for a camera that does not exist
         return _asset(assets, "index.html")
+
+    async def camera_page_slash(request: web.Request) -> web.Response:
+        camera = camera_of(request)
+        raise web.HTTPFound(f"/cameras/{camera.name}/" + (f"?{request.query_string}"
+                                                          if request.query_string else ""))
 
     async def asset(request: web.Request) -> web.Response:
         return _asset(assets, request.match_info["name"])
 
     app.router.add_get("/", index)
+    app.router.add_get("/cameras/{camera}/", camera_page)
+    app.router.add_get("/cameras/{camera}", camera_page_slash)
     app.router.add_get("/client/{name}", asset)

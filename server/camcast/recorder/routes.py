@@ -11,17 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import mimetypes
-from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from camcast.appkeys import CONTROL
-from camcast.recorder.core import Recorder
+from camcast.cameras import add_camera_route, camera_of
 from camcast.recorder.naming import is_safe_name
 from camcast.recorder.sinks import RecordError
 from camcast.recorder.storage import resolve
-
-RECORDER = web.AppKey("recorder", Recorder)
 
 _NO_STORE = {"Cache-Control": "no-store"}
 _TYPES = {"mp4": "video/mp4", "m4v": "video/mp4", "mov": "video/quicktime", "avi": "video/x-msvideo",
@@ -33,11 +29,11 @@ def _json(data: object, status: int = 200) -> web.Response:
 
 
 async def record_state(request: web.Request) -> web.Response:
-    return _json(request.app[RECORDER].state())
+    return _json(camera_of(request).recorder.state())
 
 
 async def record_start(request: web.Request) -> web.Response:
-    recorder = request.app[RECORDER]
+    recorder = camera_of(request).recorder
     try:
         return _json(await recorder.start())
     except RecordError as exc:
@@ -45,11 +41,11 @@ async def record_start(request: web.Request) -> web.Response:
 
 
 async def record_stop(request: web.Request) -> web.Response:
-    return _json(await request.app[RECORDER].stop())
+    return _json(await camera_of(request).recorder.stop())
 
 
 async def list_recordings(request: web.Request) -> web.Response:
-    recorder = request.app[RECORDER]
+    recorder = camera_of(request).recorder
     rows = await asyncio.get_running_loop().run_in_executor(
         None, recorder.library.listing, recorder.active_files())
     return _json(rows)
@@ -63,7 +59,7 @@ def _name(request: web.Request) -> str:
 
 
 async def download_recording(request: web.Request) -> web.StreamResponse:
-    recorder = request.app[RECORDER]
+    recorder = camera_of(request).recorder
     name = _name(request)
     path = await asyncio.get_running_loop().run_in_executor(None, resolve, recorder.library.folder, name)
     if path is None:
@@ -77,7 +73,7 @@ async def download_recording(request: web.Request) -> web.StreamResponse:
 
 
 async def delete_recording(request: web.Request) -> web.Response:
-    recorder = request.app[RECORDER]
+    recorder = camera_of(request).recorder
     name = _name(request)
     if recorder.is_active(name):
         raise web.HTTPConflict(text="this recording is being written; stop it first\n")
@@ -93,25 +89,11 @@ async def delete_recording(request: web.Request) -> web.Response:
     return web.Response(status=204, headers=_NO_STORE)
 
 
-def add_recorder(app: web.Application, recorder: Recorder) -> None:
-    """Routes, the `record` control message, the greeting for new peers, and the lifetime.
-
-    Add it after the encoders' cleanup contexts: it must finalize its file before they stop.
-    """
-    app[RECORDER] = recorder
-    bus = app[CONTROL]
-    bus.register("record", recorder.handle_control)
-    bus.add_greeter(recorder.greeting)
-
-    async def recorder_ctx(app: web.Application) -> AsyncIterator[None]:
-        await recorder.open()
-        yield
-        await recorder.close()
-
-    app.cleanup_ctx.append(recorder_ctx)
-    app.router.add_get("/api/record", record_state)
-    app.router.add_post("/api/record/start", record_start)
-    app.router.add_post("/api/record/stop", record_stop)
-    app.router.add_get("/api/recordings", list_recordings)
-    app.router.add_get("/recordings/{name}", download_recording)
-    app.router.add_delete("/api/recordings/{name}", delete_recording)
+def add_recorder_routes(app: web.Application) -> None:
+    """The record API and the recordings of every camera (each camera owns its recorder)."""
+    add_camera_route(app, "GET", "/api/record", record_state)
+    add_camera_route(app, "POST", "/api/record/start", record_start)
+    add_camera_route(app, "POST", "/api/record/stop", record_stop)
+    add_camera_route(app, "GET", "/api/recordings", list_recordings)
+    add_camera_route(app, "GET", "/recordings/{name}", download_recording)
+    add_camera_route(app, "DELETE", "/api/recordings/{name}", delete_recording)

@@ -23,6 +23,9 @@ BACKOFF_SECONDS = (1.0, 2.0, 5.0, 10.0)  # then every 10 s
 # Capture threads stuck in a read() that never returns cannot be stopped, only abandoned: beyond
 # this many, no new one starts until one of them comes back (a hung driver must not eat threads).
 MAX_STUCK_READS = 3
+# While a source is first opening, "no signal" pictures wait this long: a viewer who woke an
+# on-demand camera should see its first real frame, not a "starting" card before it.
+STARTUP_GRACE_SECONDS = 1.0
 
 
 def silence_limit(fps: float) -> float:
@@ -40,7 +43,9 @@ class CaptureSupervisor:
         height: int,
         fps: float,
         watchdog_seconds: float | None = None,
+        camera: str = "default",
     ) -> None:
+        self.camera = camera  # names the camera in log lines (a server may run several)
         self._make = make
         self._publish = publish  # thread-safe hand-over to the frame hub
         self._fps = fps
@@ -123,8 +128,8 @@ class CaptureSupervisor:
             if self.up:
                 return
             self.up = True
-        log.info("source found: %s", self.description,
-                 extra={"event": "source_found", "source": self.description})
+        log.info("camera %s: source found: %s", self.camera, self.description,
+                 extra={"event": "source_found", "source": self.description, "camera": self.camera})
 
     def _set_down(self, generation: int, reason: str) -> None:
         with self._lock:
@@ -135,7 +140,8 @@ class CaptureSupervisor:
             self._no_signal_reason = reason
         if was_up:
             self.reconnects += 1
-            log.warning("source lost: %s", reason, extra={"event": "source_lost", "reason": reason})
+            log.warning("camera %s: source lost: %s", self.camera, reason,
+                        extra={"event": "source_lost", "reason": reason, "camera": self.camera})
 
     def _next_seq(self) -> int:
         with self._lock:
@@ -152,14 +158,14 @@ class CaptureSupervisor:
             except SourceError as exc:
                 self._set_down(generation, str(exc))
                 if failures == 0:
-                    log.warning("source unavailable: %s; retrying with backoff", exc)
+                    log.warning("camera %s: source unavailable: %s; retrying with backoff", self.camera, exc)
                 delay = BACKOFF_SECONDS[min(failures, len(BACKOFF_SECONDS) - 1)]
                 failures += 1
                 source.close()
                 self._stop.wait(delay)
                 continue
             except Exception:  # a driver bug must not kill the capture thread
-                log.exception("source open crashed")
+                log.exception("camera %s: source open crashed", self.camera)
                 source.close()
                 self._stop.wait(BACKOFF_SECONDS[min(failures, len(BACKOFF_SECONDS) - 1)])
                 failures += 1
@@ -184,7 +190,7 @@ class CaptureSupervisor:
                     self._got_frame(generation)
             except Exception as exc:
                 reason = f"{source.description}: {exc}"
-                log.exception("source read crashed")
+                log.exception("camera %s: source read crashed", self.camera)
             finally:
                 source.close()
             if not self._current(generation):
@@ -194,6 +200,7 @@ class CaptureSupervisor:
             failures = 1
 
     def _tick(self) -> None:
+        started = time.monotonic()
         pacer = Pacer(self._fps)
         cached: tuple[tuple[int, int], str] | None = None
         background = None
@@ -207,6 +214,8 @@ class CaptureSupervisor:
                 self._capture_wanted = False
                 self._start_capture()
             if self.up or self._stop.is_set():
+                continue
+            if self._no_signal_reason == "starting" and time.monotonic() - started < STARTUP_GRACE_SECONDS:
                 continue
             key = (self._size, self._no_signal_reason)
             if key != cached or background is None:

@@ -28,8 +28,8 @@ class OfferPlan:
     codec: str  # "h264" or "vp8": which shared packet hub feeds this peer
 
 
-def plan_offer(text: str, codec_setting: str) -> OfferPlan:
-    """Pick the codec for an offer, or raise OfferError (400: not SDP, 422: nothing we can send)."""
+def parse_offer(text: str) -> sdp.SessionDescription:
+    """The offer as parsed SDP, or OfferError (400) when it is not usable SDP."""
     if not text.strip():
         raise OfferError(400, "the offer is empty")
     if not text.lstrip().startswith("v=0"):
@@ -41,9 +41,11 @@ def plan_offer(text: str, codec_setting: str) -> OfferPlan:
     if not description.media:
         raise OfferError(400, "the offer has no media sections (m= lines)")
     _check_bundle(description)
-    video = next((m for m in description.media if m.kind == "video"), None)
-    if video is None:
-        raise OfferError(422, "the offer has no video m-line; add a recvonly video transceiver")
+    return description
+
+
+def pick_codec(video: sdp.MediaDescription, codec_setting: str) -> str:
+    """The codec to send on one video m-line, or OfferError (422) when it cannot receive ours."""
     if video.port == 0:
         raise OfferError(422, "the offer's video m-line is rejected (port 0)")
     direction = video.direction or "sendrecv"  # RFC 3264: no attribute means sendrecv
@@ -55,7 +57,7 @@ def plan_offer(text: str, codec_setting: str) -> OfferPlan:
     wanted = ("h264", "vp8") if codec_setting == "auto" else (codec_setting,)
     for codec in wanted:
         if CODEC_MIME[codec].lower() in usable:
-            return OfferPlan(codec)
+            return codec
     if codec_setting == "auto":
         reason = ("the offer has no codec this server sends: it needs H.264 (constrained baseline, "
                   f"packetization-mode 1) or VP8; offered: {', '.join(offered)}")
@@ -63,6 +65,36 @@ def plan_offer(text: str, codec_setting: str) -> OfferPlan:
         reason = (f"this server sends {CODEC_NAMES[codec_setting]} only (--codec {codec_setting}) "
                   f"and the offer lacks it; offered: {', '.join(offered)}")
     raise OfferError(422, reason)
+
+
+def video_sections(description: sdp.SessionDescription) -> list[sdp.MediaDescription]:
+    return [m for m in description.media if m.kind == "video"]
+
+
+def plan_offer(text: str, codec_setting: str) -> OfferPlan:
+    """Pick the codec for an offer, or raise OfferError (400: not SDP, 422: nothing we can send)."""
+    videos = video_sections(parse_offer(text))
+    if not videos:
+        raise OfferError(422, "the offer has no video m-line; add a recvonly video transceiver")
+    return OfferPlan(pick_codec(videos[0], codec_setting))
+
+
+def plan_sections(text: str, codec_settings: list[str]) -> list[str | OfferError]:
+    """For an offer with one video m-line per camera (the wall): each one's codec, or why not.
+
+    Raises OfferError when the offer as a whole is unusable or has fewer video m-lines than cameras.
+    """
+    videos = video_sections(parse_offer(text))
+    if len(videos) < len(codec_settings):
+        raise OfferError(422, f"the offer has {len(videos)} video m-line(s) for {len(codec_settings)} "
+                         "camera(s); add one recvonly video transceiver per camera, in order")
+    plans: list[str | OfferError] = []
+    for video, setting in zip(videos, codec_settings, strict=False):
+        try:
+            plans.append(pick_codec(video, setting))
+        except OfferError as exc:
+            plans.append(exc)
+    return plans
 
 
 def _check_bundle(description: sdp.SessionDescription) -> None:

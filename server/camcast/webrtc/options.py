@@ -10,7 +10,6 @@ IceServerValues = tuple[str, str | None, str | None]
 
 @dataclass(frozen=True)
 class WebRtcOptions:
-    codec: str = "auto"  # "auto" (H.264 when offered, else VP8), "h264" or "vp8"
     max_peers: int = 64
     peer_timeout: float = 10.0  # seconds without receiver reports before a peer is dropped
     ice_servers: tuple[IceServerValues, ...] = ()

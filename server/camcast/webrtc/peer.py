@@ -1,4 +1,7 @@
-"""One WebRTC viewer: its peer connection, packet track, control channel and watchdog.
+"""One WebRTC viewer: its peer connection, a packet track per camera it watches, control channel, watchdog.
+
+A player's session carries one camera (and that camera's control channel); the wall's carries one
+video m-line per camera over one connection (BUNDLE), each fed from its own camera's packet hub.
 
 Everything a peer holds is released in `close()`, whatever ends it: the client closing, ICE or DTLS
 failing, the receiver going silent, a WHEP DELETE, or shutdown.
@@ -8,19 +11,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription, clock
 
 from camcast.control import ControlBus, Message, finite_number
-from camcast.stream import Stream
-from camcast.viewers import Viewers
 from camcast.webrtc.channel import ControlChannel, guard_sctp
 from camcast.webrtc.offer import OfferError, codec_preferences
 from camcast.webrtc.track import PacketTrack
+
+if TYPE_CHECKING:
+    from camcast.camera import Camera
 
 log = logging.getLogger("camcast.webrtc")
 
@@ -30,59 +36,102 @@ CLOSE_TIMEOUT = 5.0
 VIEWER_KIND = "webrtc"
 
 
+@dataclass
+class CameraFeed:
+    """One video m-line of a session: the camera it shows and the track that carries its packets."""
+
+    name: str  # the camera asked for
+    camera: Camera | None  # None: no such camera
+    codec: str | None  # None: this m-line was refused (answered inactive)
+    track: PacketTrack | None
+    refused: str | None = None  # why, for the wall's answer
+    sender: RTCRtpSender | None = None
+    keyframe_requests_remote: int = 0  # PLI/FIR received on this m-line
+
+
 class Peer:
-    def __init__(self, peer_id: str, remote: str, via: str, codec: str, configuration: RTCConfiguration,
-                 stream: Stream, bus: ControlBus, peer_timeout: float,
-                 on_closed: Callable[[Peer], None]) -> None:
+    def __init__(self, peer_id: str, remote: str, via: str, configuration: RTCConfiguration,
+                 peer_timeout: float, on_closed: Callable[[Peer], None],
+                 control: ControlBus | None = None) -> None:
         self.id = peer_id
         self.remote = remote
-        self.via = via  # "offer" (the player) or "whep"
-        self.codec = codec
+        self.via = via  # "offer" (the player), "whep" or "wall"
         self.peer_timeout = peer_timeout
         self.created = time.monotonic()
         self.connected_at: float | None = None
-        self.keyframe_requests_remote = 0  # PLI/FIR received
         self.latency_ms: float | None = None  # the player's last capture-to-display report
         self.latency_reports = 0
         self.close_reason: str | None = None
         self.pc = RTCPeerConnection(configuration)
-        encoder = stream.video_encoders[codec]
-        viewers = stream.viewers
-        self._viewers: Viewers = viewers
+        self.feeds: list[CameraFeed] = []
         self._watching = False  # counted as a viewer: from connected until closed
-        self.track = PacketTrack(stream.packets[codec], encoder.force_keyframe,
-                                 on_sent=lambda size: viewers.sent(VIEWER_KIND, size))
-        self.control = ControlChannel(peer_id, bus, on_accepted=self._bookkeep)
-        self.sender: RTCRtpSender | None = None
+        self.control = ControlChannel(peer_id, control, on_accepted=self._bookkeep) if control else None
         self._on_closed = on_closed
         self._closing = False
         self._closed = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
 
+    def add_camera(self, camera: Camera, codec: str) -> None:
+        """The next video m-line shows `camera` in `codec`."""
+        encoder = camera.video_encoders[codec]
+        viewers = camera.viewers
+        track = PacketTrack(camera.packets[codec], encoder.force_keyframe,
+                            on_sent=lambda size: viewers.sent(VIEWER_KIND, size))
+        camera.sessions.add(self)
+        self.feeds.append(CameraFeed(camera.name, camera, codec, track))
+
+    def refuse_camera(self, name: str, camera: Camera | None, reason: str) -> None:
+        """The next video m-line is answered inactive: `reason` says why (the wall shows it)."""
+        self.feeds.append(CameraFeed(name, camera, None, None, reason))
+
+    @property
+    def live_feeds(self) -> list[CameraFeed]:
+        return [f for f in self.feeds if f.track is not None]
+
+    @property
+    def codec(self) -> str:
+        """The codec of the first camera (a player's session has only that one)."""
+        return next((f.codec for f in self.feeds if f.codec), "none")
+
+    @property
+    def track(self) -> PacketTrack:
+        """The first camera's track (a player's session has only that one)."""
+        return next(f.track for f in self.feeds if f.track is not None)
+
     # -- negotiation --------------------------------------------------------------------------
     async def negotiate(self, offer_sdp: str) -> str:
         """Apply the offer and return the answer SDP, with every ICE candidate gathered."""
         pc = self.pc
-        transceiver = pc.addTransceiver(self.track, direction="sendonly")
-        # Before setRemoteDescription: aiortc negotiates from these, and sends codecs[0].
-        transceiver.setCodecPreferences(codec_preferences(self.codec))
-        sender = transceiver.sender
-        # aiortc routes PLI/FIR to the sender's _send_keyframe, a no-op for packet input: this
-        # sender's requests go to the shared encoder instead.
-        sender._send_keyframe = self._on_remote_keyframe_request  # type: ignore[method-assign]
-        self.sender = sender
-        pc.on("datachannel", self.control.adopt)
+        # Added before setRemoteDescription, in order: aiortc pairs them with the offer's video
+        # m-lines in the same order.
+        ours = []
+        for feed in self.feeds:
+            if feed.track is None or feed.codec is None:
+                ours.append(pc.addTransceiver("video", direction="inactive"))
+                continue
+            transceiver = pc.addTransceiver(feed.track, direction="sendonly")
+            # aiortc negotiates from these, and sends codecs[0].
+            transceiver.setCodecPreferences(codec_preferences(feed.codec))
+            feed.sender = sender = transceiver.sender
+            # aiortc routes PLI/FIR to the sender's _send_keyframe, a no-op for packet input: this
+            # sender's requests go to its camera's shared encoder instead.
+            sender._send_keyframe = functools.partial(  # type: ignore[method-assign]
+                self._on_remote_keyframe_request, feed)
+            ours.append(transceiver)
+        if self.control is not None:
+            pc.on("datachannel", self.control.adopt)
         pc.on("connectionstatechange", self._on_connection_state)
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
         except Exception as exc:
             raise OfferError(400, f"the offer was refused: {exc or type(exc).__name__}") from None
         for other in pc.getTransceivers():
-            if other is not transceiver:
+            if other not in ours:
                 # Never receive media (nothing would read it) nor send on extra m-lines.
                 other.direction = "inactive"
         if pc.sctp is not None:
-            guard_sctp(pc.sctp, self.control.receive_invalid_text)
+            on_invalid = self.control.receive_invalid_text if self.control else _ignore_invalid_text
+            guard_sctp(pc.sctp, on_invalid)
         try:
             await pc.setLocalDescription(await pc.createAnswer())  # gathers every candidate first
         except Exception as exc:
@@ -93,9 +142,10 @@ class Peer:
         self._spawn(self._watch(), f"watch-{self.id}")
 
     # -- events ---------------------------------------------------------------------------------
-    def _on_remote_keyframe_request(self) -> None:
-        self.keyframe_requests_remote += 1
-        self.track.request_keyframe()
+    def _on_remote_keyframe_request(self, feed: CameraFeed) -> None:
+        feed.keyframe_requests_remote += 1
+        if feed.track is not None:
+            feed.track.request_keyframe()
 
     def _bookkeep(self, message: Message) -> None:
         """Called for messages the bus accepted only: a latency here passed the metrics' checks."""
@@ -113,7 +163,10 @@ class Peer:
             log.debug("peer %s connected after %.0f ms", self.id, (self.connected_at - self.created) * 1000)
             # A viewer from here on: attempts that never connect are not counted.
             self._watching = True
-            self._viewers.join(VIEWER_KIND, f"{self.id} from {self.remote} ({self.via}, {self.codec})")
+            for feed in self.live_feeds:
+                assert feed.camera is not None  # a live feed has its camera
+                who = f"{self.id} from {self.remote} ({self.via}, {feed.codec})"
+                feed.camera.viewers.join(VIEWER_KIND, who)
         elif state in ("failed", "closed"):
             self._spawn(self.close(f"connection {state}"), f"close-{self.id}")
 
@@ -143,19 +196,22 @@ class Peer:
                 return f"not connected within {CONNECT_TIMEOUT:g} s"
             return None
         silent = await self._report_silence()
-        if silent is None and self.track.first_packet_at is not None:
+        first_packets = [f.track.first_packet_at for f in self.live_feeds
+                         if f.track is not None and f.track.first_packet_at is not None]
+        if silent is None and first_packets:
             # No report yet: every receiver sends them (RFC 3550), so count from the first packet.
-            silent = time.monotonic() - self.track.first_packet_at
+            silent = time.monotonic() - min(first_packets)
         if silent is not None and silent > self.peer_timeout:
             return f"no receiver reports for {silent:.0f} s"
         return None
 
     async def _report_silence(self) -> float | None:
         """Seconds since the remote's last RTCP receiver report; None before the first one."""
-        if self.sender is None:
-            return None
-        stats = await self.sender.getStats()
-        last = [s.timestamp for s in stats.values() if s.type == "remote-inbound-rtp"]
+        last = []
+        for feed in self.live_feeds:
+            if feed.sender is not None:
+                stats = await feed.sender.getStats()
+                last += [s.timestamp for s in stats.values() if s.type == "remote-inbound-rtp"]
         if not last:
             return None
         return (clock.current_datetime() - max(last)).total_seconds()
@@ -170,7 +226,9 @@ class Peer:
         self.close_reason = reason
         if self._watching:
             self._watching = False
-            self._viewers.leave(VIEWER_KIND, f"{self.id} from {self.remote} ({reason})")
+            for feed in self.live_feeds:
+                assert feed.camera is not None
+                feed.camera.viewers.leave(VIEWER_KIND, f"{self.id} from {self.remote} ({reason})")
         else:  # never a viewer: still worth a line for whoever debugs a client that cannot connect
             log.info("webrtc session ended before connecting: %s from %s (%s)", self.id, self.remote,
                      reason)
@@ -178,8 +236,11 @@ class Peer:
         for task in list(self._tasks):
             if task is not current and not task.get_name().startswith("close-"):
                 task.cancel()
-        await self.control.close()
-        self.track.stop()
+        if self.control is not None:
+            await self.control.close()
+        for feed in self.live_feeds:
+            if feed.track is not None:
+                feed.track.stop()
         try:
             await asyncio.wait_for(self.pc.close(), CLOSE_TIMEOUT)
         except Exception as exc:
@@ -188,6 +249,9 @@ class Peer:
             if task is not current and not task.get_name().startswith("close-"):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+        for feed in self.live_feeds:
+            if feed.camera is not None:
+                feed.camera.sessions.discard(self)
         self._closed.set()
         self._on_closed(self)
 
@@ -195,24 +259,31 @@ class Peer:
     def closed(self) -> bool:
         return self._closing
 
-    def status(self) -> dict[str, object]:
-        track = self.track
+    def status(self, camera: Camera | None = None) -> dict[str, object]:
+        """This session as `camera`'s viewers see it (default: its first camera)."""
+        feed = next((f for f in self.live_feeds if camera is None or f.camera is camera), None)
+        track = feed.track if feed is not None else None
         return {
             "id": self.id,
             "via": self.via,
-            "codec": self.codec,
+            "codec": feed.codec if feed else None,
+            "cameras": [f.name for f in self.live_feeds],
             "remote": self.remote,
             "state": self.pc.connectionState,
             "age": round(time.monotonic() - self.created, 1),
-            "frames_sent": track.frames_sent,
-            "keyframes_sent": track.keyframes_sent,
-            "bytes_sent": track.bytes_sent,
-            "dropped": track.dropped,
-            "skipped": track.skipped,
-            "resyncs": track.resyncs,
-            "keyframe_requests": track.keyframe_requests,
-            "pli": self.keyframe_requests_remote,
-            "control_open": self.control.open,
-            "control_dropped": self.control.dropped_in,
+            "frames_sent": track.frames_sent if track else 0,
+            "keyframes_sent": track.keyframes_sent if track else 0,
+            "bytes_sent": track.bytes_sent if track else 0,
+            "dropped": track.dropped if track else 0,
+            "skipped": track.skipped if track else 0,
+            "resyncs": track.resyncs if track else 0,
+            "keyframe_requests": track.keyframe_requests if track else 0,
+            "pli": feed.keyframe_requests_remote if feed else 0,
+            "control_open": self.control.open if self.control else False,
+            "control_dropped": self.control.dropped_in if self.control else 0,
             "latency_ms": self.latency_ms,
         }
+
+
+def _ignore_invalid_text(stream_id: int) -> None:
+    """A session without a control channel (the wall) reads no data-channel messages at all."""

@@ -1,27 +1,30 @@
-"""All WebRTC peers of one stream: admission (--max-peers), lookup by id, teardown, status."""
+"""All WebRTC sessions of the server: admission (--max-peers), lookup by id, teardown, status.
+
+Sessions belong to cameras (a camera closes the ones that carry it when it stops); the registry
+is what they share: one id space, one limit, and refusing new offers once shutdown begins.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import secrets
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from aiohttp import web
-
-from camcast.control import ControlBus
-from camcast.stream import Stream
 from camcast.webrtc.iceconfig import rtc_configuration
-from camcast.webrtc.offer import OfferError, plan_offer
+from camcast.webrtc.offer import OfferError, plan_offer, plan_sections
 from camcast.webrtc.options import WebRtcOptions
 from camcast.webrtc.peer import Peer
+
+if TYPE_CHECKING:
+    from camcast.camera import Camera
 
 log = logging.getLogger("camcast.webrtc")
 
 
 class PeerRegistry:
-    def __init__(self, stream: Stream, bus: ControlBus, options: WebRtcOptions) -> None:
-        self.stream = stream
-        self.bus = bus
+    def __init__(self, options: WebRtcOptions) -> None:
         self.options = options
         self.configuration = rtc_configuration(options.ice_servers)
         self._peers: dict[str, Peer] = {}
@@ -37,23 +40,55 @@ class PeerRegistry:
     def get(self, peer_id: str) -> Peer | None:
         return self._peers.get(peer_id)
 
-    async def open_session(self, offer_sdp: str, remote: str, via: str) -> tuple[Peer, str]:
-        """Answer an offer with a new peer; raises OfferError (4xx, or 503 when full)."""
-        if self._closed:
-            raise OfferError(503, "the server is shutting down")
+    async def open_session(self, camera: Camera, offer_sdp: str, remote: str, via: str) -> tuple[Peer, str]:
+        """Answer a player's or WHEP offer for one camera; raises OfferError (4xx, or 503 when full)."""
+        self._admit()
         try:
-            plan = plan_offer(offer_sdp, self.options.codec)
+            plan = plan_offer(offer_sdp, camera.settings.codec)
         except OfferError:
             self.rejected_offers += 1
             raise
+        peer = self._new_peer(remote, via, camera)
+        peer.add_camera(camera, plan.codec)
+        return await self._answer(peer, offer_sdp)
+
+    async def open_wall(self, cameras: Sequence[Camera | str], offer_sdp: str,
+                        remote: str) -> tuple[Peer, str]:
+        """Answer an offer with one video m-line per camera (the wall). A name that is no camera,
+        or a camera whose m-line cannot take its codec, gets that m-line answered inactive."""
+        self._admit()
+        settings = [c.settings.codec if not isinstance(c, str) else "auto" for c in cameras]
+        try:
+            plans = plan_sections(offer_sdp, settings)
+        except OfferError:
+            self.rejected_offers += 1
+            raise
+        peer = self._new_peer(remote, "wall", None)
+        for camera, plan in zip(cameras, plans, strict=True):
+            if isinstance(camera, str):
+                peer.refuse_camera(camera, None, f"no camera {camera[:40]!r}")
+            elif isinstance(plan, OfferError):
+                peer.refuse_camera(camera.name, camera, plan.reason)
+            else:
+                peer.add_camera(camera, plan)
+        return await self._answer(peer, offer_sdp)
+
+    def _admit(self) -> None:
+        if self._closed:
+            raise OfferError(503, "the server is shutting down")
         limit = self.options.max_peers
         if len(self._peers) + self._negotiating >= limit:
             self.rejected_full += 1
             raise OfferError(503, f"server full: {limit} of {limit} WebRTC sessions in use (--max-peers)")
+
+    def _new_peer(self, remote: str, via: str, camera: Camera | None) -> Peer:
+        # A player's session speaks on its camera's control scope; the wall's has none.
+        return Peer(secrets.token_urlsafe(12), remote, via, self.configuration, self.options.peer_timeout,
+                    self._forget, camera.control if camera is not None else None)
+
+    async def _answer(self, peer: Peer, offer_sdp: str) -> tuple[Peer, str]:
         self._negotiating += 1  # holds a slot while this offer is being answered
         try:
-            peer = Peer(secrets.token_urlsafe(12), remote, via, plan.codec, self.configuration,
-                        self.stream, self.bus, self.options.peer_timeout, self._forget)
             try:
                 answer = await peer.negotiate(offer_sdp)
                 if self._closed:
@@ -70,7 +105,8 @@ class PeerRegistry:
         self._peers[peer.id] = peer
         self.sessions_total += 1
         # Counted as a viewer once connected (Peer): an answer alone may never be used.
-        log.debug("session %s answered for %s (%s, %s)", peer.id, remote, via, plan.codec)
+        log.debug("session %s answered for %s (%s, %s)", peer.id, peer.remote, peer.via,
+                  ", ".join(f"{f.name}:{f.codec}" for f in peer.live_feeds))
         peer.start()
         return peer, answer
 
@@ -92,30 +128,31 @@ class PeerRegistry:
             log.info("closing %d WebRTC peer(s)", len(peers))
         await asyncio.gather(*(p.close("server shutting down") for p in peers), return_exceptions=True)
 
-    def status(self) -> dict[str, object]:
-        stream = self.stream
+    def refuse_new(self) -> None:
+        """Shutdown has begun: no new session is answered (the cameras close the open ones)."""
+        self._closed = True
+
+    def status(self, camera: Camera) -> dict[str, object]:
         encoders = {
             codec: {
                 "running": enc.running,
                 "starts": enc.starts,
-                "subscribers": stream.packets[codec].subscriber_count,
+                "subscribers": camera.packets[codec].subscriber_count,
                 "frames_encoded": enc.frames_encoded,
                 "keyframes": enc.keyframes,
             }
-            for codec, enc in stream.video_encoders.items()
+            for codec, enc in camera.video_encoders.items()
         }
+        sessions = [p for p in self._peers.values() if p in camera.sessions]
         return {
-            "peers": len(self._peers),
+            "peers": len(sessions),
             "negotiating": self._negotiating,
             "max_peers": self.options.max_peers,
-            "codec": self.options.codec,
+            "codec": camera.settings.codec,
             "sessions_total": self.sessions_total,
             "rejected_full": self.rejected_full,
             "rejected_offers": self.rejected_offers,
             "running_encoders": sum(1 for e in encoders.values() if e["running"]),
             "encoders": encoders,
-            "sessions": [p.status() for p in self._peers.values()],
+            "sessions": [p.status(camera) for p in sessions],
         }
-
-
-PEERS = web.AppKey("webrtc_peers", PeerRegistry)
