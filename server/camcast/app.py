@@ -47,7 +47,8 @@ def build_camera(camera: CameraConfig, source_factory: Callable[[], Source] | No
     )
     if source_factory is None:
         def source_factory() -> Source:
-            return make_source(camera.source, camera.width, camera.height, camera.fps, camera.stamp)
+            label = camera.name if camera.name != "default" else ""
+            return make_source(camera.source, camera.width, camera.height, camera.fps, camera.stamp, label)
 
     def recorder_for(built: Camera) -> Recorder:
         return make_recorder(built, recorder_settings(camera), built.control.broadcast, camera.recorder,

@@ -13,9 +13,10 @@ from camcast.sources.testpattern import TestPattern
 log = logging.getLogger("camcast.source")
 
 
-def make_source(spec: str, width: int, height: int, fps: float, stamp: bool) -> Source:
+def make_source(spec: str, width: int, height: int, fps: float, stamp: bool, label: str = "") -> Source:
+    """`label` names the camera on the test pattern (real cameras show what they see)."""
     if spec == "testpattern":
-        return TestPattern(width, height, fps)
+        return TestPattern(width, height, fps, label)
     return OpenCVSource(spec, width, height, fps, stamp=stamp)
 
 

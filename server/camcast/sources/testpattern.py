@@ -26,8 +26,9 @@ class TestPattern:
     description = "testpattern"
     stamps = True
 
-    def __init__(self, width: int, height: int, fps: float) -> None:
+    def __init__(self, width: int, height: int, fps: float, label: str = "") -> None:
         self.width, self.height, self.fps = width, height, fps
+        self.label = label  # the camera's name: on a wall of test patterns, each tile says which it is
         self._background = _color_bars(width, height)
         self._pacer: Pacer | None = None
         self._count = 0
@@ -63,6 +64,9 @@ class TestPattern:
         thickness = max(1, int(2 * scale))
         cv2.putText(image, clock, (int(20 * scale), int(h * 0.80)), cv2.FONT_HERSHEY_SIMPLEX,
                     1.4 * scale, (255, 255, 255), thickness, cv2.LINE_AA)
+        if self.label:
+            cv2.putText(image, self.label, (int(20 * scale), int(h * 0.14)), cv2.FONT_HERSHEY_SIMPLEX,
+                        1.2 * scale, (0, 0, 0), thickness + 1, cv2.LINE_AA)
         cv2.putText(image, f"frame {count}  {w}x{h}@{self.fps:g}", (int(20 * scale), int(h * 0.92)),
                     cv2.FONT_HERSHEY_SIMPLEX, 0.8 * scale, (200, 200, 200), thickness, cv2.LINE_AA)
         return image
