@@ -4,6 +4,7 @@ recordings folder, and the one-line errors that name the file, camera and key.""
 from __future__ import annotations
 
 import re
+import socket
 import subprocess
 import textwrap
 from pathlib import Path
@@ -335,3 +336,38 @@ def test_bad_config_files_exit_2_with_one_line(tmp_path: Path) -> None:
         assert lines[0].startswith(f"camcast: error: {path}: "), f"{what}: {err!r}"
         assert words in lines[0], f"{what}: {err!r}"
         assert "serving" not in out
+
+
+def _check(tmp_path: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(camcast_command("--check", *argv), cwd=tmp_path, env=clean_env(),
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+
+
+def test_check_validates_a_good_configuration_and_exits_without_listening(tmp_path: Path) -> None:
+    path = write(tmp_path, '[cameras.front]\nsource = "testpattern"\n[cameras.back]\nsource = "testpattern"\n'
+                 'on_demand = true\n')
+    with socket.socket() as taken:  # --check never binds: a port in use is no error for it
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = _check(tmp_path, "--config", str(path), "--port", str(port),
+                      "--recordings", str(tmp_path / "rec"))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "camcast: configuration OK: 2 cameras (front, back)"
+    assert "serving" not in done.stdout
+    # The folders a start would write into are made (and found writable), one per camera.
+    assert (tmp_path / "rec" / "front").is_dir() and (tmp_path / "rec" / "back").is_dir()
+
+
+def test_check_reports_a_bad_file_and_a_source_that_cannot_open(tmp_path: Path) -> None:
+    bad = write(tmp_path, FRONT + "fsp = 10\n", "bad.toml")
+    done = _check(tmp_path, "--config", str(bad))
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.strip().splitlines() == [
+        f"camcast: error: {bad}: [cameras.front] fsp: unknown key (did you mean fps?)"]
+    missing = tmp_path / "missing.mp4"
+    done = _check(tmp_path, "--camera", "a=testpattern", "--camera", f"b={missing}",
+                  "--recordings", str(tmp_path / "rec"))
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"camcast: error: camera b: --source {missing}: "), lines[0]
