@@ -3,6 +3,33 @@
 
 const STORAGE_KEY = "camcast.token";
 
+// A page under /cameras/<name>/ shows that camera and talks to its routes there; any other page
+// talks to the unprefixed routes, which mean the server's first camera.
+const CAMERA_PAGE = /^\/cameras\/([^/]+)(?:\/|$)/;
+
+function cameraOfPage() {
+  const match = CAMERA_PAGE.exec(location.pathname);
+  if (!match) return null;
+  try {
+    return decodeURIComponent(match[1]);
+  } catch {
+    return null; // a malformed name: the server answers 404 for it anyway
+  }
+}
+
+export const pageCamera = cameraOfPage();
+const cameraBase = pageCamera === null ? "" : `/cameras/${encodeURIComponent(pageCamera)}`;
+
+// "/api/status" → "/cameras/front/api/status" on front's page, unchanged elsewhere.
+export function cameraPath(path) {
+  return cameraBase + path;
+}
+
+// Where a camera's own routes (and its player) live.
+export function cameraRoot(name) {
+  return `/cameras/${encodeURIComponent(name)}/`;
+}
+
 export class HttpError extends Error {
   constructor(status, message) {
     super(message);

@@ -1,4 +1,7 @@
-// The MJPEG fallback: the page's <img id="mjpeg"> pointed at /video.mjpg (with ?token= if needed).
+// The MJPEG fallback: the page's <img id="mjpeg"> pointed at the camera's video.mjpg (with ?token=
+// if needed).
+
+import { cameraPath } from "/client/api.js";
 
 export class MjpegView {
   constructor(img, api, { onError = () => {} } = {}) {
@@ -23,7 +26,7 @@ export class MjpegView {
     this.img.classList.add("broken"); // until its first frame
     this.loads += 1;
     // A fresh URL each time: re-setting the same src would not open a new connection.
-    this.img.src = this.api.url("/video.mjpg", this.loads > 1 ? { n: this.loads } : {});
+    this.img.src = this.api.url(cameraPath("/video.mjpg"), this.loads > 1 ? { n: this.loads } : {});
   }
 
   restart() {

@@ -2,7 +2,7 @@
 // control channel, record button, recordings panel and status line.
 // ?transport=mjpeg forces MJPEG; ?transport=webrtc forces WebRTC with no fallback.
 
-import { Api } from "/client/api.js";
+import { Api, cameraPath, pageCamera } from "/client/api.js";
 import { TokenForm } from "/client/auth.js";
 import { Control } from "/client/control.js";
 import { FrameWatcher } from "/client/framewatch.js";
@@ -96,6 +96,7 @@ class Player {
       recording: false,
       clockOffsetMs: 0,
       mode: this.mode,
+      camera: pageCamera, // null on the page at /, which shows the first camera
       lastError: null,
       frameWatchers: 0, // first-frame watches running (0 or 1; more would be a leak)
     };
@@ -271,7 +272,7 @@ class Player {
       this.mjpegErrorTimer = null;
       if (!this.mjpeg.active) return;
       try {
-        await this.api.json("/api/status"); // asks for a token if that was the problem
+        await this.api.json(cameraPath("/api/status")); // asks for a token if that was the problem
       } catch {
         // still down: try the stream again anyway, its error brings us back here
       }
@@ -399,6 +400,21 @@ function setUpFullscreen(button, stage, video) {
   });
 }
 
+// On /cameras/<name>/ the page names its camera, and links back to the wall when there is one.
+// The single-camera page at / stays as it always was.
+function showCamera(api, head, name, allCameras) {
+  if (pageCamera === null) return;
+  document.title = `${pageCamera} · camcast`;
+  name.textContent = pageCamera;
+  head.hidden = false;
+  document.documentElement.classList.add("with-camera-head");
+  api.json("/api/cameras").then((cameras) => {
+    allCameras.hidden = !(Array.isArray(cameras) && cameras.length > 1);
+  }).catch(() => {
+    // an older server without the list: no wall to go back to
+  });
+}
+
 function main() {
   const $ = (id) => document.getElementById(id);
   const elements = {
@@ -435,6 +451,7 @@ function main() {
     },
   });
 
+  showCamera(api, $("camera-head"), $("camera-name"), $("all-cameras"));
   elements.signIn.addEventListener("click", () => api.promptToken());
   setUpFullscreen($("fullscreen"), elements.stage, elements.video);
 

@@ -1,6 +1,7 @@
 // The record button and the REC badge. Any viewer may start or stop the one recording; the
 // state comes from the server: pushed on the control channel, or polled while on MJPEG.
 
+import { cameraPath } from "/client/api.js";
 import { formatDuration, parseTime } from "/client/format.js";
 
 const POLL_MS = 2000;
@@ -70,7 +71,7 @@ export class RecorderUi {
     this.setBusy(true);
     if (this.control.send({ type: "record", action })) return; // the answer arrives as a push
     try {
-      const state = await this.api.postJson(`/api/record/${action}`);
+      const state = await this.api.postJson(cameraPath(`/api/record/${action}`));
       if (state && typeof state.state === "string") this.apply(state);
       else await this.poll();
     } catch (error) {
@@ -105,7 +106,7 @@ export class RecorderUi {
 
   async poll() {
     try {
-      this.apply(await this.api.json("/api/record"));
+      this.apply(await this.api.json(cameraPath("/api/record")));
       this.button.title = "";
     } catch (error) {
       if (error.status === 404) this.markUnavailable();

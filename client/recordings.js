@@ -1,11 +1,12 @@
 // The recordings panel: list from GET /api/recordings, play in a <video>, download, delete.
 
+import { cameraPath } from "/client/api.js";
 import { formatBytes, formatDateTime, formatDuration, parseTime } from "/client/format.js";
 
 const CONFIRM_MS = 4000;
 
 function recordingUrl(api, name) {
-  return api.url(`/recordings/${encodeURIComponent(name)}`);
+  return api.url(cameraPath(`/recordings/${encodeURIComponent(name)}`));
 }
 
 function normalise(list) {
@@ -59,7 +60,7 @@ export class RecordingsPanel {
     this.loading = true;
     this.refreshButton.disabled = true;
     try {
-      const items = normalise(await this.api.json("/api/recordings"));
+      const items = normalise(await this.api.json(cameraPath("/api/recordings")));
       if (!items) throw new Error("unexpected answer");
       this.render(items);
     } catch (error) {
@@ -180,7 +181,7 @@ export class RecordingsPanel {
   async remove(name, button) {
     button.disabled = true;
     try {
-      await this.api.json(`/api/recordings/${encodeURIComponent(name)}`, { method: "DELETE" });
+      await this.api.json(cameraPath(`/api/recordings/${encodeURIComponent(name)}`), { method: "DELETE" });
       if (this.playing === name) this.closePlayer();
       this.toasts.info(`Deleted ${name}`);
     } catch (error) {

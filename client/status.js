@@ -1,5 +1,6 @@
 // The status line under the player, from GET /api/status.
 
+import { cameraPath } from "/client/api.js";
 import { formatUptime } from "/client/format.js";
 
 const POLL_MS = 3000;
@@ -30,7 +31,7 @@ export class StatusLine {
 
   async refresh() {
     try {
-      const status = await this.api.json("/api/status");
+      const status = await this.api.json(cameraPath("/api/status"));
       this.element.classList.remove("status-error");
       const parts = [
         status.source ? String(status.source) : "",

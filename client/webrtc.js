@@ -1,8 +1,9 @@
-// One WebRTC receive session: offer/answer over POST /offer, a recvonly video transceiver and the
-// "control" data channel. It reports a lost connection; retrying is the player's decision.
-// Closing it also ends it on the server (DELETE /whep/<id>), which frees the slot at once.
+// One WebRTC receive session: offer/answer over POST /offer (of the page's camera), a recvonly video
+// transceiver and the "control" data channel. It reports a lost connection; retrying is the
+// player's decision. Closing it also ends it on the server (DELETE /whep/<id>), which frees the
+// slot at once. The helpers below are shared with the wall's session.
 
-import { HttpError } from "/client/api.js";
+import { HttpError, cameraPath } from "/client/api.js";
 
 const GATHER_TIMEOUT_MS = 1000;
 const DISCONNECT_GRACE_MS = 2000;
@@ -23,7 +24,7 @@ function codecRank(codec) {
   return 30;
 }
 
-function preferCodecs(transceiver) {
+export function preferCodecs(transceiver) {
   if (typeof transceiver.setCodecPreferences !== "function") return;
   const caps = typeof RTCRtpReceiver.getCapabilities === "function" && RTCRtpReceiver.getCapabilities("video");
   if (!caps || !caps.codecs || !caps.codecs.length) return;
@@ -36,7 +37,7 @@ function preferCodecs(transceiver) {
 }
 
 // Ask for the smallest playout delay the browser allows.
-function lowLatencyReceiver(receiver) {
+export function lowLatencyReceiver(receiver) {
   try {
     if ("jitterBufferTarget" in receiver) receiver.jitterBufferTarget = 0;
   } catch {
@@ -49,7 +50,7 @@ function lowLatencyReceiver(receiver) {
   }
 }
 
-function gatheringComplete(pc, timeoutMs) {
+export function gatheringComplete(pc, timeoutMs) {
   return new Promise((resolve) => {
     if (pc.iceGatheringState === "complete") {
       resolve();
@@ -111,7 +112,7 @@ export class WebRtcSession {
     await gatheringComplete(pc, GATHER_TIMEOUT_MS);
     if (this.closed) throw new Error("closed");
     const offer = pc.localDescription;
-    const response = await this.api.fetch("/offer", {
+    const response = await this.api.fetch(cameraPath("/offer"), {
       method: "POST",
       headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ sdp: offer.sdp, type: offer.type }),
@@ -192,14 +193,17 @@ export class WebRtcSession {
     this.endOnServer();
   }
 
-  // Without this the server holds the session until ICE fails or times out. keepalive: the
-  // request outlives the page when it closes on pagehide. A 404 (already gone) is fine.
   endOnServer() {
     if (!this.id) return;
-    const path = `/whep/${encodeURIComponent(this.id)}`;
+    endSession(this.api, cameraPath(`/whep/${encodeURIComponent(this.id)}`));
     this.id = null;
-    fetch(path, this.api.withAuth({ method: "DELETE", keepalive: true })).catch(() => {
-      // the server is gone: nothing left to end
-    });
   }
+}
+
+// Without this the server holds a session until ICE fails or times out. keepalive: the request
+// outlives the page when it closes on pagehide. A 404 (already gone) is fine.
+export function endSession(api, path) {
+  fetch(path, api.withAuth({ method: "DELETE", keepalive: true })).catch(() => {
+    // the server is gone: nothing left to end
+  });
 }
