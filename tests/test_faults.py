@@ -40,6 +40,7 @@ from camcast.sources.pacing import Pacer
 from camcast.webrtc import peer as peer_module
 from support.mjpeg import MjpegReader, boundary_of
 from support.server import camcast_command, clean_env
+from support.waiting import eventually
 from support.webrtc_viewer import Viewer
 
 pytestmark = pytest.mark.usefixtures("loopback_ice")
@@ -80,18 +81,6 @@ async def serve(tmp_path: Path, source_factory: Callable[[], Any] | None = None,
         yield App(app, f"http://127.0.0.1:{runner.addresses[0][1]}/")
     finally:
         await runner.cleanup()
-
-
-async def eventually(check: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"{what} not met within {timeout:g} s"
-        await asyncio.sleep(0.05)
 
 
 class MjpegWatcher:
@@ -217,8 +206,10 @@ async def test_a_source_that_hangs_in_read_is_replaced(tmp_path: Path, http: aio
                 captured = capture.frames_captured
                 await eventually(lambda: capture.frames_captured > captured + 5, 10, "a new source's frames")
                 assert await _is(app, http, 200)
-                recovered_after = time.monotonic() - hung_at
-                await asyncio.sleep(0.5)
+                recovered = time.monotonic()
+                recovered_after = recovered - hung_at
+                await eventually(lambda: len(watcher.since(recovered)) >= 10, 10,
+                                 "MJPEG pictures from the new source")
                 status = await app.status(http)
                 assert status["source_up"] and status["reconnects"] == 1
                 # MJPEG viewers got pictures all along once it was lost (before, the watchdog's 2 s
@@ -231,7 +222,7 @@ async def test_a_source_that_hangs_in_read_is_replaced(tmp_path: Path, http: aio
                 await watcher.close()
             # The hung read returns only now: the abandoned thread must not publish what it read.
             release.set()
-            await asyncio.sleep(0.3)
+            await eventually(lambda: capture._stuck_reads() == 1, 10, "the abandoned read to return")
             while (frame := tap.get_nowait()) is not None:
                 published.append(frame)
             tap.close()
@@ -256,7 +247,7 @@ async def test_shutdown_does_not_wait_for_a_read_that_hangs(tmp_path: Path,
             # Every source hangs: the watchdog abandons them one after another, up to the limit.
             capture = app.camera.supervisor
             await eventually(lambda: capture.reconnects >= 3, 20, "three stalls")
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.5)  # a moment more: at the limit, no fourth thread starts
             assert capture._stuck_reads() == 3 and capture.reconnects == 3  # no more threads than that
             started = time.monotonic()
         assert time.monotonic() - started < 3
