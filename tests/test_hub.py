@@ -11,6 +11,7 @@ from camcast.encoding.jpeg import SharedJpegEncoder
 from camcast.encoding.lazy import LazyWorker
 from camcast.frames import Frame, JpegPart, now_us
 from camcast.hub import Hub, HubClosed
+from support.waiting import eventually
 
 
 async def test_items_arrive_in_order() -> None:
@@ -133,7 +134,7 @@ async def test_lazy_worker_runs_only_while_its_output_is_wanted() -> None:
             runs.append("stopped")
 
     worker = LazyWorker("test", output, run, linger=0.05)
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0.05)  # nobody wants its output yet: time passes and it does not start
     assert not worker.running and runs == []
     with output.subscribe() as sub:
         assert worker.running
@@ -142,8 +143,7 @@ async def test_lazy_worker_runs_only_while_its_output_is_wanted() -> None:
     with output.subscribe():
         await asyncio.sleep(0.01)
         assert worker.running and worker.starts == 1
-    await asyncio.sleep(0.3)
-    assert not worker.running
+    await eventually(lambda: not worker.running, 5, "the worker to stop after its linger")
     assert runs == ["started", "stopped"]
     with output.subscribe():
         assert worker.running and worker.starts == 2
@@ -162,12 +162,9 @@ async def test_lazy_worker_survives_a_crash_and_can_start_again() -> None:
 
     worker = LazyWorker("crashy", output, run, linger=0.01)
     with output.subscribe():
-        await asyncio.sleep(0.05)
-        assert not worker.running
-    await asyncio.sleep(0.05)
-    with output.subscribe():
-        await asyncio.sleep(0.05)
-    assert attempts == 2
+        await eventually(lambda: attempts == 1 and not worker.running, 5, "the first run to crash")
+    with output.subscribe():  # wanted again: it starts again
+        await eventually(lambda: attempts == 2 and not worker.running, 5, "the second run to crash")
     await worker.close()
 
 
@@ -184,7 +181,7 @@ async def test_jpeg_encoder_encodes_once_per_frame_for_every_client() -> None:
     assert not encoder.running
     subs = [jpeg.subscribe(maxsize=100) for _ in range(5)]
     assert encoder.running
-    await asyncio.sleep(0.05)  # let the encoder subscribe to the frames
+    await eventually(lambda: frames.subscriber_count == 1, 5, "the encoder to subscribe to the frames")
     for seq in range(1, 11):
         frames.publish(_frame(seq))
         parts = [await asyncio.wait_for(sub.get(), 5) for sub in subs]
