@@ -131,7 +131,6 @@ class Wall {
     wanted.forEach((el, index) => {
       if (this.grid.children[index] !== el) this.grid.insertBefore(el, this.grid.children[index] || null);
     });
-    this.grid.dataset.count = String(wanted.length);
     this.layout.update([...this.tiles.values()].map((tile) => tile.aspect));
   }
 
