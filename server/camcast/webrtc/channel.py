@@ -13,9 +13,9 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
-from aiortc import RTCDataChannel, RTCSctpTransport
+from aiortc import RTCDataChannel
 
 from camcast.control import ControlBus, Message, encode, error
 from camcast.ratelimit import TokenBucket
@@ -29,7 +29,6 @@ RATE_NOTICE_INTERVAL = 1.0  # s: one "rate limited" reply per interval, however 
 INBOX_SIZE = 128  # more than a burst: the bucket limits a flood, the inbox only a slow handler
 MAX_MESSAGE_CHARS = 16 * 1024
 MAX_BUFFERED_BYTES = 256 * 1024  # a peer that stops reading its channel stops getting messages
-_WEBRTC_STRING = 51  # SCTP payload protocol id of a text message (RFC 8831)
 
 
 class _InvalidText:
@@ -183,28 +182,3 @@ class ControlChannel:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
-
-
-def guard_sctp(sctp: RTCSctpTransport, on_invalid_text: Callable[[int], None]) -> None:
-    """Keep a client's malformed data-channel traffic from tearing down its connection.
-
-    aiortc decodes text messages (and channel-open requests) without a check; a bad byte would raise
-    inside its receive loop and end the peer's DTLS session. This wraps that one method of this
-    transport instance: invalid UTF-8 text is reported, and anything else that raises is dropped.
-    """
-    original: Callable[[int, int, bytes], Awaitable[None]] = sctp._data_channel_receive
-
-    async def receive(stream_id: int, pp_id: int, data: bytes) -> None:
-        if pp_id == _WEBRTC_STRING:
-            try:
-                data.decode("utf-8")
-            except UnicodeDecodeError:
-                on_invalid_text(stream_id)
-                return
-        try:
-            await original(stream_id, pp_id, data)
-        except Exception as exc:
-            log.debug("dropped a malformed data-channel message: %r", exc)
-
-    sctp._data_channel_receive = receive  # type: ignore[method-assign]
-

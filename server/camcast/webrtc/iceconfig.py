@@ -8,9 +8,9 @@ import logging
 import socket
 from collections.abc import Callable, Iterator, Sequence
 
-import aioice.ice
 from aiortc import RTCConfiguration, RTCIceServer
 
+from camcast.webrtc.compat import host_addresses_replaced
 from camcast.webrtc.options import IceServerValues
 
 log = logging.getLogger("camcast.webrtc")
@@ -67,13 +67,9 @@ def offered_host_addresses(addresses: Sequence[str]) -> Iterator[None]:
         if problem:
             log.warning("--ice-address %s cannot be used (%s): ICE binds its host candidates to it, so "
                         "it must be an address of this machine", address, problem)
-    original = aioice.ice.get_host_addresses
-    aioice.ice.get_host_addresses = fixed_host_addresses(addresses)
     log.info("ICE host candidates: %s", ", ".join(addresses))
-    try:
+    with host_addresses_replaced(fixed_host_addresses(addresses)):
         yield
-    finally:
-        aioice.ice.get_host_addresses = original
 
 
 def _bind_problem(address: str) -> str | None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from aiortc import RTCRtpSender, sdp
-from aiortc.codecs import CODECS, is_rtx
-from aiortc.rtcpeerconnection import find_common_codecs
+from aiortc.codecs import is_rtx
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability
+
+from camcast.webrtc.compat import common_video_codecs
 
 CODEC_MIME = {"h264": "video/H264", "vp8": "video/VP8"}
 CODEC_NAMES = {"h264": "H.264", "vp8": "VP8"}
@@ -51,8 +52,7 @@ def pick_codec(video: sdp.MediaDescription, codec_setting: str) -> str:
     direction = video.direction or "sendrecv"  # RFC 3264: no attribute means sendrecv
     if direction not in RECEIVING_DIRECTIONS:
         raise OfferError(422, f"the offer's video m-line is {direction}; it must be recvonly or sendrecv")
-    usable = {c.mimeType.lower() for c in find_common_codecs(CODECS["video"], video.rtp.codecs)
-              if not is_rtx(c)}
+    usable = {c.mimeType.lower() for c in common_video_codecs(video.rtp.codecs)}
     offered = sorted({c.name for c in video.rtp.codecs if not is_rtx(c)}) or ["none"]
     wanted = ("h264", "vp8") if codec_setting == "auto" else (codec_setting,)
     for codec in wanted:

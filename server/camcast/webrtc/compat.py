@@ -1,0 +1,131 @@
+"""Every use of aiortc's and aioice's private internals, in one place.
+
+camcast feeds aiortc encoded packets instead of frames, so a few hooks that aiortc keeps for its own
+encoders have to be taken over; and aioice has no per-connection setting for host addresses. When
+aiortc changes, this is the one module to look at.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import aioice.ice
+from aiortc import RTCRtpSender, RTCSctpTransport
+from aiortc.codecs import CODECS, is_rtx
+from aiortc.rtcpeerconnection import find_common_codecs
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from aiortc.rtp import (
+    RTCP_PSFB_APP,
+    RTCP_PSFB_FIR,
+    RTCP_PSFB_PLI,
+    RTCP_RTPFB_NACK,
+    RtcpPsfbPacket,
+    RtcpRrPacket,
+    RtcpRtpfbPacket,
+    RtcpSrPacket,
+    unpack_remb_fci,
+)
+
+log = logging.getLogger("camcast.webrtc")
+
+_WEBRTC_STRING = 51  # SCTP payload protocol id of a text message (RFC 8831)
+
+
+def common_video_codecs(offered: Sequence[RTCRtpCodecParameters]) -> list[RTCRtpCodecParameters]:
+    """The offered video codecs aiortc can send (RTX excluded)."""
+    return [c for c in find_common_codecs(CODECS["video"], list(offered)) if not is_rtx(c)]
+
+
+# -- the sender ------------------------------------------------------------------------------------
+@dataclass
+class Feedback:
+    """What one RTCP packet from the remote says about the stream this sender sends."""
+
+    remb: int | None = None  # receiver-estimated maximum bitrate, bits/s
+    fraction_lost: float | None = None  # from a receiver report: 0..1 since the previous report
+    jitter: int | None = None  # RTP timestamp units (90 kHz for video)
+    nacked: int = 0  # packets asked for again
+    keyframe_request: bool = False  # PLI or FIR
+
+
+def route_keyframe_requests(sender: RTCRtpSender, handler: Callable[[], None]) -> None:
+    """aiortc answers a PLI/FIR by asking its own encoder for a keyframe, a no-op for packet input:
+    send them to `handler` instead."""
+    sender._send_keyframe = handler  # type: ignore[method-assign]
+
+
+def observe_rtcp(sender: RTCRtpSender, on_feedback: Callable[[Feedback], None]) -> None:
+    """Call `on_feedback` for every RTCP packet about this sender's stream, before aiortc handles
+    it as usual (retransmissions for NACKs included). aiortc drops REMB when it has no encoder of
+    its own; the receiver reports' loss and jitter are otherwise only in its stats."""
+    original: Callable[..., Awaitable[None]] = sender._handle_rtcp_packet
+    ssrc = sender._ssrc
+
+    async def handle(packet: object) -> None:
+        try:
+            feedback = _feedback(packet, ssrc)
+            if feedback is not None:
+                on_feedback(feedback)
+        except Exception as exc:  # a malformed report must not end the sender's RTCP loop
+            log.debug("unreadable RTCP feedback: %r", exc)
+        await original(packet)
+
+    sender._handle_rtcp_packet = handle  # type: ignore[method-assign]
+
+
+def _feedback(packet: object, ssrc: int) -> Feedback | None:
+    if isinstance(packet, RtcpRrPacket | RtcpSrPacket):
+        for report in packet.reports:
+            if report.ssrc == ssrc:
+                return Feedback(fraction_lost=report.fraction_lost / 256, jitter=report.jitter)
+        return None
+    if isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
+        return Feedback(nacked=len(packet.lost))
+    if isinstance(packet, RtcpPsfbPacket):
+        if packet.fmt in (RTCP_PSFB_FIR, RTCP_PSFB_PLI):
+            return Feedback(keyframe_request=True)
+        if packet.fmt == RTCP_PSFB_APP:
+            bitrate, _ssrcs = unpack_remb_fci(packet.fci)
+            return Feedback(remb=bitrate)
+    return None
+
+
+# -- the data channel ------------------------------------------------------------------------------
+def guard_sctp(sctp: RTCSctpTransport, on_invalid_text: Callable[[int], None]) -> None:
+    """Keep a client's malformed data-channel traffic from tearing down its connection.
+
+    aiortc decodes text messages (and channel-open requests) without a check; a bad byte would raise
+    inside its receive loop and end the peer's DTLS session. This wraps that one method of this
+    transport instance: invalid UTF-8 text is reported, and anything else that raises is dropped.
+    """
+    original: Callable[[int, int, bytes], Awaitable[None]] = sctp._data_channel_receive
+
+    async def receive(stream_id: int, pp_id: int, data: bytes) -> None:
+        if pp_id == _WEBRTC_STRING:
+            try:
+                data.decode("utf-8")
+            except UnicodeDecodeError:
+                on_invalid_text(stream_id)
+                return
+        try:
+            await original(stream_id, pp_id, data)
+        except Exception as exc:
+            log.debug("dropped a malformed data-channel message: %r", exc)
+
+    sctp._data_channel_receive = receive  # type: ignore[method-assign]
+
+
+# -- ICE host addresses ----------------------------------------------------------------------------
+@contextlib.contextmanager
+def host_addresses_replaced(get_host_addresses: Callable[[bool, bool], list[str]]) -> Iterator[None]:
+    """While inside, every ICE agent in this process gathers host candidates from
+    `get_host_addresses` (aioice has no per-connection setting: its module function is replaced)."""
+    original = aioice.ice.get_host_addresses
+    aioice.ice.get_host_addresses = get_host_addresses
+    try:
+        yield
+    finally:
+        aioice.ice.get_host_addresses = original
