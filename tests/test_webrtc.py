@@ -396,9 +396,11 @@ def _camera() -> Any:
     """The parts of a Camera a peer uses: an H.264 packet hub, its encoder, the viewer counts, its
     sessions, its control scope and codec setting."""
     encoder = SimpleNamespace(force_keyframe=lambda: True)
-    return SimpleNamespace(name="default", video_encoders={"h264": encoder}, packets={"h264": Hub("h264")},
-                           viewers=Viewers(), sessions=set(), control=ControlBus(),
-                           settings=SimpleNamespace(codec="h264"))
+    top = SimpleNamespace(rendition=SimpleNamespace(name="high", bitrate=2_000_000), packets=Hub("h264"),
+                          encoder=encoder)
+    return SimpleNamespace(name="default", renditions={"h264": [top]}, viewers=Viewers(), sessions=set(),
+                           control=ControlBus(), settings=SimpleNamespace(codec="h264"),
+                           note_switch=lambda *_: None)
 
 
 async def _offer() -> str:

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
@@ -19,9 +20,10 @@ from typing import TYPE_CHECKING, Protocol
 from camcast.capture import Capture
 from camcast.control import ControlBus
 from camcast.encoding.jpeg import SharedJpegEncoder
+from camcast.encoding.renditions import Rendition, default_ladder
 from camcast.encoding.video import SharedVideoEncoder
 from camcast.fpsmeter import FpsMeter
-from camcast.frames import EncodedPacket, Frame, JpegPart
+from camcast.frames import EncodedPacket, Frame, JpegPart, now_us
 from camcast.hub import Hub, HubClosed
 from camcast.latency import DisplayLatency
 from camcast.mjpeg import MjpegFanout
@@ -51,6 +53,16 @@ class CameraSettings:
     codec: str = "auto"  # what WebRTC peers get: auto (H.264 when offered, else VP8), h264 or vp8
     on_demand: bool = False
     idle_timeout: float = 5.0
+    adapt: bool = True  # a ladder of renditions, each viewer on the best its link carries
+
+
+@dataclass(frozen=True)
+class RenditionOutput:
+    """One rendition of one codec: its shared encoder and the hub of its packets."""
+
+    rendition: Rendition
+    packets: Hub[EncodedPacket]
+    encoder: SharedVideoEncoder
 
 
 class Session(Protocol):
@@ -73,16 +85,22 @@ class Camera:
         self.capture = Capture(settings.name, make_source, self.frames, settings.width, settings.height,
                                settings.fps, settings.on_demand, settings.idle_timeout, self._counted)
         self.jpeg_encoder = SharedJpegEncoder(self.frames, self.jpeg, settings.jpeg_quality)
-        # One packet hub and one lazily started shared encoder per codec.
-        self.packets: dict[str, Hub[EncodedPacket]] = {c: Hub(f"{c}-packets") for c in ("h264", "vp8")}
-        self.video_encoders = {
-            codec: SharedVideoEncoder(codec, self.frames, hub, settings.fps,
-                                      settings.keyframe_interval, settings.bitrate)
-            for codec, hub in self.packets.items()
+        # Per codec, one packet hub and one lazily started shared encoder per rendition, top first.
+        self.ladder = default_ladder(settings.width, settings.height, settings.fps, settings.bitrate,
+                                     settings.adapt)
+        epoch_us = now_us()  # every rendition's timestamps count from here
+        self.renditions: dict[str, list[RenditionOutput]] = {
+            codec: [self._rendition(codec, rendition, index, epoch_us)
+                    for index, rendition in enumerate(self.ladder)]
+            for codec in ("h264", "vp8")
         }
+        # The top rendition: what the recorder remuxes and what viewers start on.
+        self.packets = {codec: outputs[0].packets for codec, outputs in self.renditions.items()}
+        self.video_encoders = {codec: outputs[0].encoder for codec, outputs in self.renditions.items()}
         self.mjpeg = MjpegFanout(self.jpeg, self.viewers, settings.fps)
         self.latency = DisplayLatency()
         self.sessions: set[Session] = set()
+        self.switches: Counter[str] = Counter()  # viewers moved between renditions: "down", "up"
         # The control scope: messages from this camera's peers, broadcasts to them only.
         self.control = ControlBus()
         self.recorder = make_recorder(self)
@@ -90,6 +108,25 @@ class Camera:
         self.control.add_greeter(self.recorder.greeting)
         self.control.register("ping", ping)
         self.control.register("latency", self.latency.handle)
+
+    def _rendition(self, codec: str, rendition: Rendition, index: int, epoch_us: int) -> RenditionOutput:
+        name = codec if index == 0 else f"{codec}-{rendition.name}"
+        packets: Hub[EncodedPacket] = Hub(f"{name}-packets")
+        settings = self.settings
+        encoder = SharedVideoEncoder(
+            codec, self.frames, packets, rendition.fps, settings.keyframe_interval, rendition.bitrate,
+            scale=rendition.scale, epoch_us=epoch_us, name=name,
+            max_fps=rendition.fps if rendition.fps < settings.fps else None)
+        return RenditionOutput(rendition, packets, encoder)
+
+    @property
+    def all_video_encoders(self) -> list[SharedVideoEncoder]:
+        return [output.encoder for outputs in self.renditions.values() for output in outputs]
+
+    def note_switch(self, before: str, after: str, why: str) -> None:
+        """A viewer of this camera moved between renditions (for /metrics)."""
+        order = [r.name for r in self.ladder]
+        self.switches["down" if order.index(after) > order.index(before) else "up"] += 1
 
     def _counted(self, frame: Frame) -> None:
         if frame.live:  # the measured rate is the source's, not the "no signal" ticker's
@@ -109,7 +146,7 @@ class Camera:
             await self.recorder.close()
             await self.close_sessions("server shutting down")
             await self.jpeg_encoder.close()
-            for encoder in self.video_encoders.values():
+            for encoder in self.all_video_encoders:
                 await encoder.close()
             await self.capture.stop()
             self.frames.close()
@@ -117,7 +154,7 @@ class Camera:
     async def close_sessions(self, reason: str) -> None:
         sessions = list(self.sessions)
         if sessions:
-            log.info("camera %s: closing %d WebRTC session(s)", self.name, len(sessions))
+            log.info("closing %d WebRTC peer(s) of camera %s", len(sessions), self.name)
         await asyncio.gather(*(s.close(reason) for s in sessions), return_exceptions=True)
 
     # -- pictures ------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import math
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -26,7 +27,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from camcast import __version__
-from camcast.appkeys import CAMERAS, METRICS, TOKEN_GUARD
+from camcast.appkeys import CAMERAS, METRICS, PEERS, TOKEN_GUARD
 from camcast.camera import Camera
 from camcast.histogram import HistogramSnapshot
 
@@ -127,7 +128,7 @@ class PipelineCollector(Collector):
         ce = ["camera", "encoder"]
 
         def encoders(cam: Camera) -> list[tuple[str, Any]]:
-            return [("jpeg", cam.jpeg_encoder), *cam.video_encoders.items()]
+            return [("jpeg", cam.jpeg_encoder), *((e.name, e) for e in cam.all_video_encoders)]
 
         yield _per_camera(cameras, GaugeMetricFamily(
             "camcast_encoder_running", "1 while the shared encoder runs", labels=ce),
@@ -140,13 +141,13 @@ class PipelineCollector(Collector):
             lambda cam: [([k], e.encode_time.snapshot()) for k, e in encoders(cam)])
         yield _per_camera(cameras, CounterMetricFamily(
             "camcast_keyframes", "Keyframes produced", labels=ce),
-            lambda cam: [([k], e.keyframes) for k, e in cam.video_encoders.items()])
+            lambda cam: [([e.name], e.keyframes) for e in cam.all_video_encoders])
         yield _per_camera(cameras, CounterMetricFamily(
             "camcast_encoder_errors", "Encoder errors (each restarts it)", labels=ce),
-            lambda cam: [([k], e.errors) for k, e in cam.video_encoders.items()])
+            lambda cam: [([e.name], e.errors) for e in cam.all_video_encoders])
 
         def hubs(cam: Camera) -> list[Any]:
-            return [cam.frames, cam.jpeg, *cam.packets.values()]
+            return [cam.frames, cam.jpeg, *(o.packets for outs in cam.renditions.values() for o in outs)]
 
         ch = ["camera", "hub"]
         yield _per_camera(cameras, CounterMetricFamily(
@@ -157,6 +158,19 @@ class PipelineCollector(Collector):
             lambda cam: [([h.name], h.subscriber_count) for h in hubs(cam)])
 
     def _viewer_metrics(self, cameras: list[Camera]) -> Iterator[Metric]:
+        def on_rendition(cam: Camera) -> list[tuple[list[str], int]]:
+            counts = Counter({r.name: 0 for r in cam.ladder})
+            for peer in self._app[PEERS].peers_of(cam):
+                counts.update(peer.renditions_of(cam))
+            return [([name], n) for name, n in counts.items()]
+
+        yield _per_camera(cameras, GaugeMetricFamily(
+            "camcast_rendition_viewers", "WebRTC viewers on each rendition", labels=["camera", "rendition"]),
+            on_rendition)
+        yield _per_camera(cameras, CounterMetricFamily(
+            "camcast_rendition_switches", "Viewers moved between renditions to match their link",
+            labels=["camera", "direction"]),
+            lambda cam: [([d], cam.switches[d]) for d in ("down", "up")])
         ck = ["camera", "kind"]
         yield _per_camera(cameras, GaugeMetricFamily(
             "camcast_viewers", "Viewers watching now, by kind", labels=ck),

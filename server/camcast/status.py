@@ -50,7 +50,9 @@ def status_of(app: web.Application, camera: Camera) -> dict[str, object]:
         "source_opens": camera.capture.opens,
         "viewers": camera.viewers.by_kind(),
         "encoders": {"jpeg": camera.jpeg_encoder.running}
-        | {codec: enc.running for codec, enc in camera.video_encoders.items()},
+        | {enc.name: enc.running for enc in camera.all_video_encoders},
+        "renditions": [{"name": r.name, "scale": r.scale, "bitrate": r.bitrate, "fps": r.fps}
+                       for r in camera.ladder],
         "uptime": round(camera.uptime(), 1),
         "webrtc": app[PEERS].status(camera) if PEERS in app else None,
         "recording": camera.recorder.status(),

@@ -63,8 +63,17 @@ class SharedVideoEncoder:
     """Encodes the frame hub into a packet hub while anyone subscribes to the packets."""
 
     def __init__(self, codec: str, frames: Hub[Frame], output: Hub[EncodedPacket], fps: float,
-                 keyframe_interval: float = 2.0, bitrate: int = 2_000_000) -> None:
+                 keyframe_interval: float = 2.0, bitrate: int = 2_000_000, scale: float = 1.0,
+                 epoch_us: int | None = None, name: str | None = None,
+                 max_fps: float | None = None) -> None:
         self.codec = codec
+        self.name = name or codec  # e.g. "h264", or "h264-medium" for a lower rendition
+        self.scale = scale  # of the captured size: renditions below the top one are scaled down
+        # pts count from this capture time: every rendition of a camera shares it, so a viewer moved
+        # from one to another sees continuous timestamps.
+        self._epoch_us = epoch_us
+        # Below the capture rate (a rendition for poor links): frames are skipped to keep to it.
+        self._frame_interval_us = int(1e6 / max_fps) if max_fps else 0
         self.frames = frames
         self.output = output
         self.fps = fps
@@ -78,13 +87,13 @@ class SharedVideoEncoder:
         self._failing = False  # the last frame failed: log the next success, not every failure
         self._ctx: av.VideoCodecContext | None = None
         self._generation = 0
-        self._first_us: int | None = None
         self._last_pts = -1
+        self._next_due_us = 0  # frames before this are skipped (a rendition below the capture rate)
         self._force_keyframe = False
         self._keyframe_deferred = False
         self._last_forced = 0.0
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"camcast-{codec}")
-        self._worker = LazyWorker(f"{codec}-encoder", output, self._run)
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"camcast-{self.name}")
+        self._worker = LazyWorker(f"{self.name}-encoder", output, self._run)
 
     @property
     def running(self) -> bool:
@@ -135,32 +144,43 @@ class SharedVideoEncoder:
             self._ctx = None
             if not self._failing:
                 self._failing = True
-                log.error("%s encoder error, restarting it: %s", self.codec, exc,
-                          extra={"event": "encoder_error", "encoder": self.codec})
+                log.error("%s encoder error, restarting it: %s", self.name, exc,
+                          extra={"event": "encoder_error", "encoder": self.name})
             return []
         if self._failing:
             self._failing = False
-            log.info("%s encoder recovered (%d errors so far)", self.codec, self.errors)
+            log.info("%s encoder recovered (%d errors so far)", self.name, self.errors)
         return packets
 
     def _encode_frame(self, frame: Frame) -> list[EncodedPacket]:
+        if self._frame_interval_us:
+            if frame.captured_us < self._next_due_us:
+                return []  # this rendition runs at a lower frame rate than the capture
+            # From the due time, with slack for capture jitter (as MJPEG's ?fps=N does).
+            interval = self._frame_interval_us
+            self._next_due_us = max(self._next_due_us + interval, frame.captured_us + interval // 2)
         started = time.perf_counter()
         image = frame.image
-        # 4:2:0 needs an even width and height: a camera or file with an odd size loses one line.
-        width, height = frame.width & ~1, frame.height & ~1
-        if (width, height) != (frame.width, frame.height):
-            image = image[:height, :width]
+        if self.scale != 1.0:
+            width = max(16, round(frame.width * self.scale) & ~1)
+            height = max(16, round(frame.height * self.scale) & ~1)
+            image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+        else:
+            # 4:2:0 needs an even width and height: a camera or file with an odd size loses one line.
+            width, height = frame.width & ~1, frame.height & ~1
+            if (width, height) != (frame.width, frame.height):
+                image = image[:height, :width]
         ctx = self._ctx
         if ctx is None or ctx.width != width or ctx.height != height:
             if ctx is not None:
-                log.info("%s encoder: size changed to %dx%d, restarting", self.codec, width, height)
+                log.info("%s encoder: size changed to %dx%d, restarting", self.name, width, height)
             ctx = self._restart(width, height)
         yuv = cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420)
         picture = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
-        if self._first_us is None:
-            self._first_us = frame.captured_us
+        if self._epoch_us is None:
+            self._epoch_us = frame.captured_us
         # pts from the capture clock: no drift, and strictly increasing even if the clock steps.
-        pts = max(self._last_pts + 1, (frame.captured_us - self._first_us) * 9 // 100)
+        pts = max(self._last_pts + 1, (frame.captured_us - self._epoch_us) * 9 // 100)
         self._last_pts = pts
         picture.pts = pts
         picture.time_base = VIDEO_TIME_BASE
@@ -189,6 +209,7 @@ class SharedVideoEncoder:
     async def _run(self) -> None:
         # Each run starts a new chain on a keyframe (a fresh context begins with an IDR).
         self._ctx = None
+        self._next_due_us = 0
         await encode_frames(self.frames, self._executor, self._encode, self._publish_all)
 
     def _publish_all(self, packets: list[EncodedPacket]) -> None:

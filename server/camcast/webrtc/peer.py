@@ -21,9 +21,11 @@ from typing import TYPE_CHECKING, Any
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription, clock
 
 from camcast.control import ControlBus, Message, finite_number
-from camcast.webrtc.channel import ControlChannel, guard_sctp
+from camcast.webrtc.adapt import Adaptation
+from camcast.webrtc.channel import ControlChannel
+from camcast.webrtc.compat import guard_sctp, observe_rtcp, route_keyframe_requests
 from camcast.webrtc.offer import OfferError, codec_preferences
-from camcast.webrtc.track import PacketTrack
+from camcast.webrtc.track import Level, PacketTrack
 
 if TYPE_CHECKING:
     from camcast.camera import Camera
@@ -45,6 +47,7 @@ class CameraFeed:
     codec: str | None  # None: this m-line was refused (answered inactive)
     track: PacketTrack | None
     refused: str | None = None  # why, for the wall's answer
+    adaptation: Adaptation | None = None  # which rendition this m-line's link carries
     sender: RTCRtpSender | None = None
     keyframe_requests_remote: int = 0  # PLI/FIR received on this m-line
 
@@ -72,13 +75,14 @@ class Peer:
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def add_camera(self, camera: Camera, codec: str) -> None:
-        """The next video m-line shows `camera` in `codec`."""
-        encoder = camera.video_encoders[codec]
+        """The next video m-line shows `camera` in `codec`, starting on its top rendition."""
+        levels = [Level(out.rendition.name, out.packets, out.encoder.force_keyframe, out.rendition.bitrate)
+                  for out in camera.renditions[codec]]
         viewers = camera.viewers
-        track = PacketTrack(camera.packets[codec], encoder.force_keyframe,
-                            on_sent=lambda size: viewers.sent(VIEWER_KIND, size))
+        track = PacketTrack(levels, on_sent=lambda size: viewers.sent(VIEWER_KIND, size))
         camera.sessions.add(self)
-        self.feeds.append(CameraFeed(camera.name, camera, codec, track))
+        adaptation = Adaptation(track, on_switch=camera.note_switch)
+        self.feeds.append(CameraFeed(camera.name, camera, codec, track, adaptation=adaptation))
 
     def refuse_camera(self, name: str, camera: Camera | None, reason: str) -> None:
         """The next video m-line is answered inactive: `reason` says why (the wall shows it)."""
@@ -87,6 +91,11 @@ class Peer:
     @property
     def live_feeds(self) -> list[CameraFeed]:
         return [f for f in self.feeds if f.track is not None]
+
+    def renditions_of(self, camera: Camera) -> list[str]:
+        """The rendition each of this session's m-lines of `camera` is on (for /metrics)."""
+        return [f.track.levels[f.track.level].name for f in self.live_feeds
+                if f.camera is camera and f.track is not None]
 
     @property
     def codec(self) -> str:
@@ -113,10 +122,10 @@ class Peer:
             # aiortc negotiates from these, and sends codecs[0].
             transceiver.setCodecPreferences(codec_preferences(feed.codec))
             feed.sender = sender = transceiver.sender
-            # aiortc routes PLI/FIR to the sender's _send_keyframe, a no-op for packet input: this
-            # sender's requests go to its camera's shared encoder instead.
-            sender._send_keyframe = functools.partial(  # type: ignore[method-assign]
-                self._on_remote_keyframe_request, feed)
+            # PLI/FIR on this m-line go to its camera's shared encoder.
+            route_keyframe_requests(sender, functools.partial(self._on_remote_keyframe_request, feed))
+            if feed.adaptation is not None:
+                observe_rtcp(sender, feed.adaptation.on_feedback)
             ours.append(transceiver)
         if self.control is not None:
             pc.on("datachannel", self.control.adopt)
@@ -144,7 +153,8 @@ class Peer:
     # -- events ---------------------------------------------------------------------------------
     def _on_remote_keyframe_request(self, feed: CameraFeed) -> None:
         feed.keyframe_requests_remote += 1
-        if feed.track is not None:
+        # The adaptation decides whether this one reaches the encoder (shared by other viewers).
+        if feed.track is not None and (feed.adaptation is None or feed.adaptation.keyframe_request()):
             feed.track.request_keyframe()
 
     def _bookkeep(self, message: Message) -> None:
@@ -179,6 +189,9 @@ class Peer:
         """Drop a peer that never connects, or whose receiver reports stop (it went away silently)."""
         while not self._closing:
             await asyncio.sleep(WATCH_INTERVAL)
+            for feed in self.live_feeds:
+                if feed.adaptation is not None:
+                    feed.adaptation.evaluate()  # a link gone silent sends no RTCP to react to
             try:
                 reason = await self._check()
             except Exception as exc:
@@ -282,6 +295,7 @@ class Peer:
             "control_open": self.control.open if self.control else False,
             "control_dropped": self.control.dropped_in if self.control else 0,
             "latency_ms": self.latency_ms,
+            **(feed.adaptation.status() if feed and feed.adaptation else {}),
         }
 
 

@@ -128,22 +128,25 @@ class PeerRegistry:
             log.info("closing %d WebRTC peer(s)", len(peers))
         await asyncio.gather(*(p.close("server shutting down") for p in peers), return_exceptions=True)
 
+    def peers_of(self, camera: Camera) -> list[Peer]:
+        return [p for p in self._peers.values() if p in camera.sessions]
+
     def refuse_new(self) -> None:
         """Shutdown has begun: no new session is answered (the cameras close the open ones)."""
         self._closed = True
 
     def status(self, camera: Camera) -> dict[str, object]:
         encoders = {
-            codec: {
-                "running": enc.running,
-                "starts": enc.starts,
-                "subscribers": camera.packets[codec].subscriber_count,
-                "frames_encoded": enc.frames_encoded,
-                "keyframes": enc.keyframes,
+            output.encoder.name: {
+                "running": output.encoder.running,
+                "starts": output.encoder.starts,
+                "subscribers": output.packets.subscriber_count,
+                "frames_encoded": output.encoder.frames_encoded,
+                "keyframes": output.encoder.keyframes,
             }
-            for codec, enc in camera.video_encoders.items()
+            for outputs in camera.renditions.values() for output in outputs
         }
-        sessions = [p for p in self._peers.values() if p in camera.sessions]
+        sessions = self.peers_of(camera)
         return {
             "peers": len(sessions),
             "negotiating": self._negotiating,

@@ -1,17 +1,24 @@
-"""The per-peer video track: hands the shared encoder's packets to aiortc's sender unchanged.
+"""The per-peer video track: hands a shared encoder's packets to aiortc's sender unchanged.
 
 aiortc's RTCRtpSender packetizes an av.Packet returned by `recv()` without re-encoding, so every
 peer costs only packetization and SRTP. The packets are shared by all peers (aiortc's `pack()` only
 reads their bytes, pts and time_base). A peer starts on a keyframe and starts again on the next
 keyframe after any gap (its bounded queue dropped packets, or the encoder restarted), asking the
 shared encoder for one each time; the encoder rate-limits those requests.
+
+A track can be moved between the renditions of its camera (`switch_to`): it subscribes to the
+target's packets, asks that encoder for a keyframe, and keeps sending the current rendition until
+the target's keyframe for a newer picture arrives; from that keyframe on it sends the target. The
+sender, its SSRC and its sequence numbers stay; timestamps come from the shared capture clock, and
+every H.264 keyframe carries its SPS/PPS, so the receiver follows the new size without renegotiation.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
@@ -23,14 +30,34 @@ QUEUE_FRAMES = 4  # about 130 ms at 30 fps: a peer that falls further behind ski
 KEYFRAME_RETRY = 0.25  # s: ask again while waiting (a request within the encoder's limit is refused)
 
 
+@dataclass(frozen=True)
+class Level:
+    """One rendition a track can send: its packets and how to ask its encoder for a keyframe."""
+
+    name: str
+    packets: Hub[EncodedPacket]
+    force_keyframe: Callable[[], bool]
+    bitrate: int = 0
+
+
 class PacketTrack(MediaStreamTrack):
     kind = "video"
 
-    def __init__(self, packets: Hub[EncodedPacket], force_keyframe: Callable[[], bool],
+    def __init__(self, packets: Hub[EncodedPacket] | Sequence[Level],
+                 force_keyframe: Callable[[], bool] | None = None,
                  on_sent: Callable[[int], None] | None = None, queue_frames: int = QUEUE_FRAMES) -> None:
         super().__init__()
-        self._packets = packets
-        self._force_keyframe = force_keyframe
+        if isinstance(packets, Hub):
+            assert force_keyframe is not None
+            packets = [Level("high", packets, force_keyframe)]
+        self.levels: list[Level] = list(packets)
+        self.level = 0  # the rendition being sent (0: the top one)
+        self._packets = self.levels[0].packets
+        self._force_keyframe = self.levels[0].force_keyframe
+        self._target: int | None = None  # the rendition being switched to
+        self._pending: Subscription[EncodedPacket] | None = None
+        self._last_captured_us = -1
+        self.switches = 0
         self._on_sent = on_sent
         self._queue_frames = queue_frames
         # Subscribed on the first recv(), i.e. once the connection is up: the encoder starts then
@@ -40,6 +67,7 @@ class PacketTrack(MediaStreamTrack):
         self._dropped_seen = 0
         self._generation: int | None = None
         self._last_request = -1e9
+        self._pending_asked = -1e9
         self.first_packet_at: float | None = None  # monotonic time the first packet went out
         self.frames_sent = 0
         self.keyframes_sent = 0
@@ -64,10 +92,18 @@ class PacketTrack(MediaStreamTrack):
             raise MediaStreamError
         if self._sub is None:
             self._sub = self._packets.subscribe(maxsize=self._queue_frames)
-        sub = self._sub
         try:
             while True:
+                switched = self._take_pending(newer_than=self._last_captured_us)
+                if switched is not None:
+                    return self._sent(switched)
+                sub = self._sub
+                assert sub is not None
                 item = await self._next(sub)
+                # The target rendition's keyframe of this picture (or a newer one) replaces it.
+                switched = self._take_pending(newer_than=item.captured_us - 1)
+                if switched is not None:
+                    return self._sent(switched)
                 if sub.dropped != self._dropped_seen:
                     # The queue dropped the oldest packets: what follows has no reference frames.
                     self._dropped_seen = sub.dropped
@@ -104,7 +140,67 @@ class PacketTrack(MediaStreamTrack):
         self._awaiting_keyframe = True
         self._last_request = -1e9  # ask at once, not after the retry interval
 
+    # -- switching renditions ------------------------------------------------------------------
+    @property
+    def target(self) -> int | None:
+        return self._target
+
+    def switch_to(self, level: int) -> None:
+        """Move to rendition `level` at its next keyframe (newer than what was sent)."""
+        level = max(0, min(level, len(self.levels) - 1))
+        if self._target == level:
+            return
+        if self._pending is not None:  # a switch still waiting: abandon it
+            self._pending.close()
+            self._pending = None
+        self._target = None
+        if level == self.level:
+            return
+        if self._sub is None:  # nothing sent yet: simply start there
+            self._set_level(level)
+            return
+        self._target = level
+        self._pending = self.levels[level].packets.subscribe(maxsize=self._queue_frames)
+        self._ask_pending()
+
+    def _ask_pending(self) -> None:
+        if self._target is not None:
+            self._pending_asked = time.monotonic()
+            self.levels[self._target].force_keyframe()
+
+    def _take_pending(self, newer_than: int) -> EncodedPacket | None:
+        """The target's keyframe of a picture newer than `newer_than`, if it came: the switch is done."""
+        pending = self._pending
+        if pending is None or self._target is None:
+            return None
+        while (item := pending.get_nowait()) is not None:
+            if item.keyframe and item.captured_us > newer_than:
+                self._complete_switch(pending, item)
+                return item
+        if time.monotonic() - self._pending_asked >= KEYFRAME_RETRY:
+            self._ask_pending()  # the encoder may have refused within its rate limit
+        return None
+
+    def _complete_switch(self, pending: Subscription[EncodedPacket], item: EncodedPacket) -> None:
+        assert self._target is not None
+        if self._sub is not None:
+            self._sub.close()  # leaves the old rendition: its encoder stops if nobody else watches
+        self._sub = pending
+        self._pending = None
+        self._set_level(self._target)
+        self._target = None
+        self._dropped_seen = pending.dropped
+        self._generation = item.generation
+        self._awaiting_keyframe = False
+        self.switches += 1
+
+    def _set_level(self, level: int) -> None:
+        self.level = level
+        self._packets = self.levels[level].packets
+        self._force_keyframe = self.levels[level].force_keyframe
+
     def _sent(self, item: EncodedPacket) -> Any:
+        self._last_captured_us = item.captured_us
         packet = item.packet
         size = packet.size
         self.frames_sent += 1
@@ -119,5 +215,6 @@ class PacketTrack(MediaStreamTrack):
 
     def stop(self) -> None:
         super().stop()
-        if self._sub is not None:
-            self._sub.close()  # leaves the hub: the encoder stops once nobody else listens
+        for sub in (self._sub, self._pending):
+            if sub is not None:
+                sub.close()  # leaves the hub: the encoder stops once nobody else listens

@@ -1,0 +1,199 @@
+"""Per-viewer adaptation: which rendition a viewer's link carries, from what its receiver reports.
+
+The receiver's RTCP says how the link is doing: REMB (its bandwidth estimate), receiver reports
+(the fraction of packets lost), NACKs and PLIs. A viewer steps down at once when its link fails
+(heavy loss, an estimate below what it is being sent, a run of picture-loss requests), and steps
+up one rendition at a time, cautiously: only after a quiet hold that doubles each time a step up
+fails, so a link at the edge of a rendition does not flap between two.
+
+Keyframe requests are kept per viewer too: the first PLI in a while is passed to the encoder of
+the viewer's rendition, later ones wait for its scheduled keyframe (a lossy viewer must not force
+keyframes on everyone watching the same rendition), unless the viewer is that rendition's only one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from camcast.webrtc.compat import Feedback
+from camcast.webrtc.track import PacketTrack
+
+log = logging.getLogger("camcast.webrtc")
+
+
+@dataclass(frozen=True)
+class AdaptSettings:
+    loss_down: float = 0.10  # a receiver report losing this share of packets: the link is failing
+    loss_quiet: float = 0.02  # at most this share lost for a step up
+    remb_margin: float = 0.85  # an estimate below this share of the rate being sent: over the link
+    startup_grace: float = 3.0  # s after the first packet before an estimate alone steps down
+    settle: float = 1.5  # s after a switch before the next step down (its effect must show first)
+    hold: float = 6.0  # s quiet at a lower rendition before a step up
+    max_hold: float = 48.0
+    probe_window: float = 6.0  # s after a step up in which trouble means the step failed
+    pli_interval: float = 4.0  # s between PLIs passed on for one viewer
+    pli_burst: int = 3  # this many PLIs within pli_window: the link is failing
+    pli_window: float = 8.0
+    rate_window: float = 2.0  # s over which the sent bitrate is measured
+    silence: float = 2.5  # s without any RTCP from a viewer being sent to: its link is gone or full
+
+
+class Adaptation:
+    def __init__(self, track: PacketTrack, settings: AdaptSettings | None = None,
+                 on_switch: Callable[[str, str, str], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.track = track
+        self.settings = settings or AdaptSettings()
+        self._on_switch = on_switch  # (from rendition, to rendition, why)
+        self._clock = clock
+        self.enabled = len(track.levels) > 1
+        self.remb: int | None = None
+        self._remb_at = -1e9
+        self._feedback_at: float | None = None
+        self.loss = 0.0  # the last receiver report's fraction lost
+        self.nacks = 0
+        self.plis = 0
+        self.plis_passed = 0
+        self._pli_times: deque[float] = deque()
+        self._last_pli_passed = -1e9
+        self._rate_samples: deque[tuple[float, int]] = deque()
+        self._last_switch = -1e9
+        self._probe_started: float | None = None  # a step up being tried
+        self._hold = self.settings.hold
+        self.switches_down = 0
+        self.switches_up = 0
+        self.reason = "start"
+
+    # -- inputs ----------------------------------------------------------------------------------
+    def on_feedback(self, feedback: Feedback) -> None:
+        now = self._clock()
+        self._feedback_at = now
+        if feedback.remb is not None:
+            self.remb, self._remb_at = feedback.remb, now
+        if feedback.fraction_lost is not None:
+            self.loss = feedback.fraction_lost
+        self.nacks += feedback.nacked
+        if feedback.keyframe_request:
+            self._pli_times.append(now)
+        self.evaluate(now)
+
+    def keyframe_request(self) -> bool:
+        """A PLI/FIR came: True when it should reach the encoder now (else the viewer waits for
+        the rendition's scheduled keyframe)."""
+        now = self._clock()
+        self.plis += 1
+        alone = self.track.levels[self.track.level].packets.subscriber_count <= 1
+        if alone or now - self._last_pli_passed >= self.settings.pli_interval:
+            self._last_pli_passed = now
+            self.plis_passed += 1
+            return True
+        return False
+
+    # -- the decision ----------------------------------------------------------------------------
+    def sent_bps(self, now: float | None = None) -> float:
+        """What this viewer was sent, bits/s, over the last rate_window seconds."""
+        now = self._clock() if now is None else now
+        samples = self._rate_samples
+        samples.append((now, self.track.bytes_sent))
+        while len(samples) > 2 and now - samples[1][0] >= self.settings.rate_window:
+            samples.popleft()
+        (t0, b0), (t1, b1) = samples[0], samples[-1]
+        return (b1 - b0) * 8 / (t1 - t0) if t1 - t0 >= 0.5 else 0.0
+
+    @property
+    def current(self) -> int:
+        """The rendition this viewer is on, or being moved to."""
+        target = self.track.target
+        return self.track.level if target is None else target
+
+    def evaluate(self, now: float | None = None) -> None:
+        now = self._clock() if now is None else now
+        sent = self.sent_bps(now)
+        if not self.enabled or self.track.first_packet_at is None:
+            return
+        s = self.settings
+        while self._pli_times and now - self._pli_times[0] > s.pli_window:
+            self._pli_times.popleft()
+        why = self._trouble(now, sent)
+        levels = self.track.levels
+        level = self.current
+        if why is not None:
+            if level < len(levels) - 1 and now - self._last_switch >= s.settle:
+                if self._probe_started is not None and now - self._probe_started <= s.probe_window:
+                    self._hold = min(s.max_hold, self._hold * 2)  # the step up failed: wait longer
+                else:
+                    self._hold = s.hold
+                self._probe_started = None
+                self._switch(now, self._down_target(level, sent), why)
+            return
+        if self._probe_started is not None and now - self._probe_started > s.probe_window:
+            self._probe_started = None  # the step up held
+            self._hold = s.hold
+        if level > 0 and self.track.target is None and now - self._last_switch >= self._hold \
+                and self.loss <= s.loss_quiet:
+            self._probe_started = now
+            self._switch(now, level - 1, "quiet link, trying the next rendition up")
+
+    def _trouble(self, now: float, sent: float) -> str | None:
+        """Why the link is failing now, or None."""
+        s = self.settings
+        if self.loss >= s.loss_down:
+            return f"{self.loss:.0%} of packets lost"
+        if len(self._pli_times) >= s.pli_burst:
+            return f"{len(self._pli_times)} picture-loss requests in {s.pli_window:g} s"
+        first = self.track.first_packet_at or now
+        silent_since = self._feedback_at if self._feedback_at is not None else first
+        if now - silent_since > s.silence and now - self._last_switch >= s.silence:
+            return f"no reports from the viewer for {now - silent_since:.1f} s"
+        fresh = now - self._remb_at < 3.0
+        if fresh and self.remb is not None and sent > 0 and now - first >= s.startup_grace \
+                and now - self._last_switch >= s.settle and self.remb < s.remb_margin * sent:
+            return f"estimate {self.remb / 1000:.0f} kbit/s below the {sent / 1000:.0f} kbit/s sent"
+        return None
+
+    def _down_target(self, level: int, sent: float) -> int:
+        """One rendition down, or further when the estimate says the link carries less."""
+        levels = self.track.levels
+        target = level + 1
+        if self.remb is not None and self._clock() - self._remb_at < 3.0:
+            while target < len(levels) - 1 and levels[target].bitrate > 0.9 * self.remb:
+                target += 1
+        return target
+
+    def _switch(self, now: float, level: int, why: str) -> None:
+        levels = self.track.levels
+        before = levels[self.current].name
+        if level > self.current:
+            self.switches_down += 1
+        else:
+            self.switches_up += 1
+        self._last_switch = now
+        self.reason = why
+        self.track.switch_to(level)
+        after = levels[level].name
+        log.info("viewer moves %s → %s: %s", before, after, why,
+                 extra={"event": "rendition_switch", "from": before, "to": after})
+        if self._on_switch is not None:
+            self._on_switch(before, after, why)
+
+    def status(self) -> dict[str, object]:
+        levels = self.track.levels
+        target = self.track.target
+        return {
+            "rendition": levels[self.track.level].name,
+            "switching_to": levels[target].name if target is not None else None,
+            "adaptive": self.enabled,
+            "estimate_bps": self.remb,
+            "sent_bps": round(self.sent_bps()),
+            "loss": round(self.loss, 3),
+            "nacks": self.nacks,
+            "plis_passed": self.plis_passed,
+            "switches_down": self.switches_down,
+            "switches_up": self.switches_up,
+            "hold": self._hold,
+            "reason": self.reason,
+        }
