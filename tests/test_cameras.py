@@ -33,6 +33,7 @@ from support.cameras import (
 )
 from support.mjpeg import collect, open_mjpeg
 from support.server import ServerProcess
+from support.waiting import eventually
 from support.webrtc_viewer import Viewer
 from test_metrics import scrape, total, value
 from test_recorder import next_record, read_recording, record_state
@@ -178,13 +179,12 @@ async def test_four_cameras_stream_at_once_each_counted_on_its_own(quad: ServerP
 async def test_player_signalling_per_camera(pair: ServerProcess, viewer: MakeViewer,
                                             http: aiohttp.ClientSession) -> None:
     await watch_nobody(pair, ("a", "b"))
-    va, vb, vb2 = viewer(pair, "a"), viewer(pair, "b"), viewer(pair, "b", codecs=["vp8"])
+    va, vb = viewer(pair, "a", read_stamps=False), viewer(pair, "b", read_stamps=False)
+    vb2 = viewer(pair, "b", codecs=["vp8"], read_stamps=False)
     await asyncio.gather(va.connect(http), vb.connect(http), vb2.connect(http))
     await asyncio.gather(va.wait_frames(10), vb.wait_frames(10), vb2.wait_frames(10))
     assert {(f.width, f.height) for f in va.frames} == {SIZES["a"]}
     assert {(f.width, f.height) for f in vb.frames + vb2.frames} == {SIZES["b"]}
-    # The stamps say these are live pictures (capture to decode well under a second).
-    assert all(-50 < f.latency_ms < 1000 for f in vb.frames[3:] if f.latency_ms is not None)
 
     listing = cameras(pair)
     assert viewers_by_camera(listing, "webrtc") == {"a": 1, "b": 2}
@@ -243,13 +243,9 @@ async def record_of(http: aiohttp.ClientSession, server: ServerProcess, name: st
 
 async def wait_record(http: aiohttp.ClientSession, server: ServerProcess, name: str,
                       check: Callable[[dict[str, Any]], bool], timeout: float = 10.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        state = await record_of(http, server, name)
-        if check(state):
-            return state
-        assert time.monotonic() < deadline, f"camera {name}: record state never matched: {state}"
-        await asyncio.sleep(0.1)
+    state: dict[str, Any] = await eventually(lambda: record_of(http, server, name), timeout,
+                                             f"camera {name}'s record state", until=check)
+    return state
 
 
 async def recordings_of(http: aiohttp.ClientSession, server: ServerProcess, prefix: str) -> list[str]:
@@ -346,14 +342,10 @@ async def test_metrics_carry_each_camera(quad: ServerProcess, http: aiohttp.Clie
     async with open_mjpeg(http, quad.url + "cameras/c/video.mjpg") as reader:
         await collect(reader, 10.0, limit=2)
         # Encoders of earlier viewers linger a moment: wait until only c's JPEG encoder runs.
-        deadline = time.monotonic() + 10
-        while True:
-            metrics = await scrape(http, quad.url)
-            running = {n: value(metrics, "camcast_encoder_running", camera=n, encoder="jpeg") for n in QUAD}
-            if running == {"a": 0, "b": 0, "c": 1, "d": 0}:
-                break
-            assert time.monotonic() < deadline, running
-            await asyncio.sleep(0.2)
+        metrics = await eventually(
+            lambda: scrape(http, quad.url), 10, "camera c's JPEG encoder alone running",
+            until=lambda m: [value(m, "camcast_encoder_running", camera=n, encoder="jpeg") for n in QUAD]
+            == [0, 0, 1, 0])
     for name in QUAD:
         assert total(metrics, "camcast_frames_captured", camera=name) > 0
         assert value(metrics, "camcast_source_up", camera=name) == 1

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -15,6 +14,7 @@ import cv2
 import numpy as np
 
 from support.server import ServerProcess, launch
+from support.waiting import eventually
 
 # The supervisor's thread names as /proc shows them (the kernel keeps 15 characters).
 CAPTURE_THREAD = "camcast-capture"
@@ -62,13 +62,9 @@ def camera_status(server: ServerProcess, name: str) -> dict[str, Any]:
 async def wait_cameras(server: ServerProcess, check: Callable[[Cameras], bool], what: str,
                        timeout: float = 10.0) -> Cameras:
     """Poll /api/cameras until `check` holds; the assertion shows the last list."""
-    deadline = time.monotonic() + timeout
-    while True:
-        current = await asyncio.to_thread(cameras, server)
-        if check(current):
-            return current
-        assert time.monotonic() < deadline, f"timed out waiting for {what}: {current}"
-        await asyncio.sleep(0.1)
+    result: Cameras = await eventually(lambda: asyncio.to_thread(cameras, server), timeout, what,
+                                       until=check)
+    return result
 
 
 async def wait_state(server: ServerProcess, name: str, state: str, timeout: float = 10.0) -> Cameras:
@@ -92,11 +88,8 @@ def capture_threads(pid: int) -> int:
 
 
 async def wait_capture_threads(pid: int, count: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while (found := capture_threads(pid)) != count:
-        assert time.monotonic() < deadline, (
-            f"{found} capture threads, expected {count}; threads: {dict(thread_names(pid))}")
-        await asyncio.sleep(0.05)
+    await eventually(lambda: thread_names(pid), timeout, f"{count} capture threads (threads by name)",
+                     until=lambda names: names[CAPTURE_THREAD] + names[TICKER_THREAD] == count)
 
 
 def decode_jpeg(body: bytes) -> np.ndarray:
