@@ -38,6 +38,7 @@ from camcast.recorder.storage import apply_retention
 from camcast.sources.pacing import Pacer
 from camcast.stamp import read_stamp
 from support.server import ServerProcess, camcast_command, clean_env, launch
+from support.waiting import eventually
 from support.webrtc_viewer import Viewer
 
 FPS = 30
@@ -166,7 +167,7 @@ async def test_two_peers_record_over_the_data_channel(start_server: StartServer,
         a.send(json.dumps({"type": "record", "action": "pause"}))
         assert (await a.next_message())["type"] == "error"
 
-        await asyncio.sleep(max(0.0, 3.0 - (time.monotonic() - started_at)))
+        await asyncio.sleep(max(0.0, 3.0 - (time.monotonic() - started_at)))  # record for about 3 s
         b.send(json.dumps({"type": "record", "action": "stop"}))
         stopped_b, stopped_a = await record_state(b, "stopped"), await record_state(a, "stopped")
         wall = time.monotonic() - started_at
@@ -191,15 +192,15 @@ async def test_sigterm_finalizes_the_open_file(start_server: StartServer,
     server = start_server()
     state = await post(http, server, "api/record/start")
     started = time.monotonic()
-    await asyncio.sleep(1.5)
-    code, _ = server.terminate()
-    wall = time.monotonic() - started
+    await asyncio.sleep(1.5)  # record for a while, then SIGTERM
+    code, exit_seconds = server.terminate()
+    wall = time.monotonic() - started - exit_seconds  # recorded until the signal, not until the exit
     assert code == 0
     path = server.recordings / state["name"]
     rec = read_recording(path)
     assert_good_recording(rec)
     assert rec.duration == pytest.approx(wall, abs=0.5)  # nothing lost: the last fragment was written
-    assert path.read_bytes()[-16:].find(b"mfro") >= 0  # the muxer's trailer (mfra index) is there
+    assert b"mfro" in path.read_bytes()[-16:]  # the muxer's trailer (mfra index) is there
 
 
 async def test_sigkill_loses_at_most_the_last_fragment(tmp_path: Path, http: aiohttp.ClientSession) -> None:
@@ -207,7 +208,7 @@ async def test_sigkill_loses_at_most_the_last_fragment(tmp_path: Path, http: aio
     try:
         state = await post(http, server, "api/record/start")
         started = time.monotonic()
-        await asyncio.sleep(3.0)
+        await asyncio.sleep(3.0)  # record for a few fragments, then SIGKILL
         kill_wall = time.monotonic() - started
         os.kill(server.pid, signal.SIGKILL)
     finally:
@@ -227,7 +228,7 @@ async def test_preroll_starts_before_the_press(start_server: StartServer,
     await asyncio.sleep(3.0)  # longer than pre-roll + one GOP
     pressed = now_us()
     state = await post(http, server, "api/record/start")
-    await asyncio.sleep(1.0)
+    await asyncio.sleep(1.0)  # a second after the press
     stopped = await post(http, server, "api/record/stop")
     rec = read_recording(server.recordings / state["name"])
     assert_good_recording(rec, written=stopped["frames"])
@@ -240,7 +241,7 @@ async def test_segments_roll_over_on_keyframes(start_server: StartServer,
                                                http: aiohttp.ClientSession) -> None:
     server = start_server("--segment", "1")
     await post(http, server, "api/record/start")
-    await asyncio.sleep(3.6)
+    await asyncio.sleep(3.6)  # record across three 1 s segments and into a fourth
     final = await post(http, server, "api/record/stop")
     files = recordings_in(server.recordings)
     assert len(files) >= 3, files
@@ -314,7 +315,7 @@ async def test_retention_runs_at_startup_and_after_each_file(start_server: Start
     server = start_server("--keep-days", "7", "--max-recordings-bytes", "2M")
     assert not old.exists() and big.exists()
     state = await post(http, server, "api/record/start")
-    await asyncio.sleep(0.5)
+    await asyncio.sleep(0.5)  # a short recording: retention runs again when its file closes
     await post(http, server, "api/record/stop")
     assert not big.exists() and (folder / state["name"]).exists()
 
@@ -325,7 +326,7 @@ async def test_opencv_backend_writes_a_readable_avi(start_server: StartServer,
     server = start_server("--recorder", "opencv")
     state = await post(http, server, "api/record/start")
     assert state["name"].endswith(".avi")
-    await asyncio.sleep(1.5)
+    await asyncio.sleep(1.5)  # record for 1.5 s
     await post(http, server, "api/record/stop")
     capture = cv2.VideoCapture(str(server.recordings / state["name"]))
     try:
@@ -368,7 +369,8 @@ async def in_process(tmp_path: Path, source_factory: Any = None, **settings: Any
     server = TestServer(app, host="127.0.0.1", port=0)
     await server.start_server()
     try:
-        await _wait(lambda: app[CAMERAS].first.healthy)  # the test pattern runs (no "no signal" frames)
+        # The test pattern runs (no "no signal" frames).
+        await eventually(lambda: app[CAMERAS].first.healthy, 20, "the test pattern's first frame")
         yield app, messages
     finally:
         await server.close()
@@ -391,13 +393,6 @@ class FullDisk:
         return getattr(self._raw, name)
 
 
-async def _wait(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.05)
-
-
 def _stopped_and_told(recorder: Any, messages: list[dict[str, Any]]) -> bool:
     """The state flips to stopped a moment before the error and the new state are broadcast."""
     return (recorder.state()["state"] == "stopped" and any(m["type"] == "error" for m in messages)
@@ -414,7 +409,8 @@ async def test_write_error_stops_cleanly_and_streaming_goes_on(tmp_path: Path) -
 
         recorder.create = create
         state = await recorder.start()
-        await _wait(lambda: _stopped_and_told(recorder, messages))
+        await eventually(lambda: _stopped_and_told(recorder, messages), 20,
+                         "the recording stopped and the error and state told")
         errors = [m for m in messages if m["type"] == "error"]
         assert len(errors) == 1 and "No space left on device" in errors[0]["message"]
         assert messages[-1] == {"type": "record", **recorder.state()}
@@ -423,9 +419,9 @@ async def test_write_error_stops_cleanly_and_streaming_goes_on(tmp_path: Path) -
         assert rec.keys[0] and len(rec.times) >= 10  # the fragments written before the error play
         # Streaming goes on, and a new recording (with room) works.
         recorder.create = create_unique
-        published = app[CAMERAS].first.recorder.feed._packets.published  # type: ignore[attr-defined]
-        await asyncio.sleep(0.3)
-        assert app[CAMERAS].first.recorder.feed._packets.published > published  # type: ignore[attr-defined]
+        packets = app[CAMERAS].first.recorder.feed._packets  # type: ignore[attr-defined]
+        published = packets.published
+        await eventually(lambda: packets.published > published + 5, 10, "more encoded packets")
         again = await recorder.start()
         assert again["state"] == "recording" and again["error"] is None
         await recorder.stop()
@@ -435,10 +431,11 @@ async def test_low_disk_space_stops_the_recording(tmp_path: Path) -> None:
     async with in_process(tmp_path) as (app, messages):
         recorder = app[CAMERAS].first.recorder
         state = await recorder.start()
-        await asyncio.sleep(1.2)
+        await asyncio.sleep(1.2)  # record a while, then the disk runs low
         free = shutil.disk_usage(recorder.settings.folder).free
         recorder.min_free_bytes = free * 2  # now "less than the threshold is free"
-        await _wait(lambda: _stopped_and_told(recorder, messages))
+        await eventually(lambda: _stopped_and_told(recorder, messages), 20,
+                         "the recording stopped and the error and state told")
         errors = [m["message"] for m in messages if m["type"] == "error"]
         assert len(errors) == 1 and "low disk space" in errors[0]
         assert_good_recording(read_recording(recorder.settings.folder / state["name"]))
@@ -479,8 +476,8 @@ async def test_a_new_frame_size_starts_a_new_file(tmp_path: Path) -> None:
     async with in_process(tmp_path, lambda: ShrinkingPattern(switch_after=45)) as (app, messages):
         recorder = app[CAMERAS].first.recorder
         first = await recorder.start()
-        await _wait(lambda: recorder.state()["name"] != first["name"])
-        await asyncio.sleep(0.5)
+        await eventually(lambda: recorder.state()["name"] != first["name"], 20, "a second file")
+        await asyncio.sleep(0.5)  # the second file gets half a second of frames
         second = await recorder.stop()
         a = read_recording(recorder.settings.folder / first["name"], stamps=False)
         b = read_recording(recorder.settings.folder / second["name"], stamps=False)
