@@ -43,7 +43,7 @@ def build_camera(camera: CameraConfig, source_factory: Callable[[], Source] | No
         name=camera.name, source=camera.source, width=camera.width, height=camera.height, fps=camera.fps,
         jpeg_quality=camera.jpeg_quality, keyframe_interval=camera.keyframe_interval,
         bitrate=camera.bitrate, codec=camera.codec, on_demand=camera.on_demand,
-        idle_timeout=camera.idle_timeout,
+        idle_timeout=camera.idle_timeout, adapt=camera.adapt,
     )
     if source_factory is None:
         def source_factory() -> Source:

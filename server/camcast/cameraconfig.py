@@ -34,6 +34,7 @@ class CameraConfig:
     min_free_percent: float = 1.0
     on_demand: bool = False
     idle_timeout: float = 5.0  # s after the last viewer/recording/publisher leaves before the source closes
+    adapt: bool = True  # renditions, and each WebRTC viewer on the best its link carries
 
     @property
     def size(self) -> str:

@@ -116,6 +116,7 @@ class Config:
     min_free_percent: float = 1.0
     on_demand: bool = False
     idle_timeout: float = 5.0
+    adapt: bool = True
     cameras: tuple[CameraConfig, ...] = ()  # the first is the one the unprefixed routes mean
     config_file: Path | None = None
     check: bool = False  # validate and exit
@@ -246,6 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="open the source only while a viewer, recording or publisher needs it")
     p.add_argument("--idle-timeout", type=float, default=d.idle_timeout, metavar="SECONDS",
                    help="with --on-demand: close the source this long after the last one leaves")
+    p.add_argument("--adapt", type=parse_bool, nargs="?", const=True, default=d.adapt,
+                   help="encode a ladder of renditions (full, half, quarter size) and move each WebRTC "
+                   "viewer to the best its link carries (--adapt off: one encode at --bitrate for all)")
     p.add_argument("--recordings", type=Path, default=d.recordings,
                    help="folder for recordings (created if missing; must be writable); with several "
                    "cameras each records into its own subfolder, named after the camera")
