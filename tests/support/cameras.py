@@ -101,3 +101,9 @@ def decode_jpeg(body: bytes) -> np.ndarray:
 def size_of(image: np.ndarray) -> tuple[int, int]:
     """(width, height) of a decoded picture."""
     return image.shape[1], image.shape[0]
+
+
+def ladder_sizes(width: int, height: int) -> set[tuple[int, int]]:
+    """Sizes a WebRTC viewer of a camera may get: the capture size, or a rendition at a half or a
+    quarter of it (a viewer starts on the first and moves down when its link falters)."""
+    return {(width // d, height // d) for d in (1, 2, 4)}
