@@ -16,6 +16,7 @@ from camcast.sources.base import Source, SourceError
 from camcast.sources.nosignal import no_signal_image
 from camcast.sources.pacing import Pacer
 from camcast.stamp import write_stamp
+from camcast.threadname import name_native_thread
 
 log = logging.getLogger("camcast.source")
 
@@ -150,6 +151,7 @@ class CaptureSupervisor:
 
     # -- threads -----------------------------------------------------------------------------
     def _capture(self, generation: int) -> None:
+        name_native_thread()
         failures = 0
         while self._current(generation):
             source = self._make()
@@ -200,6 +202,7 @@ class CaptureSupervisor:
             failures = 1
 
     def _tick(self) -> None:
+        name_native_thread()
         started = time.monotonic()
         pacer = Pacer(self._fps)
         cached: tuple[tuple[int, int], str] | None = None
