@@ -13,7 +13,6 @@ import math
 import re
 import socket
 import statistics
-import time
 from collections.abc import Callable
 
 import aiohttp
@@ -29,6 +28,7 @@ from camcast.stamp import read_stamp
 from conftest import StartServer
 from support.mjpeg import MjpegReader, Part, collect, coverage, open_mjpeg, rate_of
 from support.server import ServerProcess
+from support.waiting import eventually
 
 FPS = 30.0
 MIN_FPS = 25.0  # for a 30 fps target
@@ -45,13 +45,9 @@ async def _status(http: aiohttp.ClientSession, server: ServerProcess) -> dict:
 
 
 async def _wait_status(http: aiohttp.ClientSession, server: ServerProcess,
-                       check: Callable[[dict], bool], timeout: float = 6.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        status = await _status(http, server)
-        if check(status) or time.monotonic() > deadline:
-            return status
-        await asyncio.sleep(0.1)
+                       check: Callable[[dict], bool], what: str, timeout: float = 10.0) -> dict:
+    """Poll /api/status until `check` holds; fails with the last status."""
+    return await eventually(lambda: _status(http, server), timeout, what, until=check)
 
 
 async def _warm_parts(reader: MjpegReader, seconds: float, warmup: float = 0.5) -> list[Part]:
@@ -113,14 +109,12 @@ async def test_twenty_clients_all_get_the_full_rate(
         return [part.header_time_us for part in parts]
 
     watchers = [asyncio.create_task(watch()) for _ in range(20)]
-    status = await _wait_status(http, server, lambda s: s["viewers"]["mjpeg"] == 20)
-    assert status["viewers"]["mjpeg"] == 20
+    await _wait_status(http, server, lambda s: s["viewers"]["mjpeg"] == 20, "20 MJPEG viewers")
     results = await asyncio.gather(*watchers)
     for i, stamps in enumerate(results):
         assert rate_of(stamps) >= MIN_FPS, f"client {i}: {rate_of(stamps):.1f} fps"
         assert coverage(stamps, FPS) >= 0.9, f"client {i} missed frames: {coverage(stamps, FPS):.2f}"
-    status = await _wait_status(http, server, lambda s: s["viewers"]["mjpeg"] == 0)
-    assert status["viewers"]["mjpeg"] == 0
+    await _wait_status(http, server, lambda s: s["viewers"]["mjpeg"] == 0, "no MJPEG viewer left")
 
 
 _TIMESTAMP = re.compile(rb"X-Timestamp: ([0-9]+\.[0-9]{6})\r\n")
@@ -177,8 +171,8 @@ async def test_a_client_that_never_reads_does_not_slow_the_others(
 
 
 async def test_snapshot_is_the_newest_frame(server: ServerProcess, http: aiohttp.ClientSession) -> None:
-    stamps = []
-    for _ in range(2):
+    async def snapshot() -> int:
+        """One snapshot, checked; returns its capture time."""
         async with http.get(server.url + "snapshot.jpg") as response:
             assert response.status == 200
             assert response.headers["Content-Type"] == "image/jpeg"
@@ -191,9 +185,12 @@ async def test_snapshot_is_the_newest_frame(server: ServerProcess, http: aiohttp
         stamp = read_stamp(image)
         assert abs(stamp - round(float(response.headers["X-Timestamp"]) * 1e6)) <= 1
         assert 0 <= received - stamp < 500_000
-        stamps.append(stamp)
-        await asyncio.sleep(0.2)
-    assert stamps[1] > stamps[0]
+        return stamp
+
+    first = await snapshot()
+    # Asked again, it shows a later frame once there is one (never an older one).
+    later = await eventually(snapshot, 5, "a snapshot of a newer frame", until=lambda stamp: stamp != first)
+    assert later > first
     # A snapshot does not start the shared MJPEG encoder.
     assert (await _status(http, server))["encoders"]["jpeg"] is False
 
@@ -267,13 +264,13 @@ async def test_status_viewers_and_the_lazy_jpeg_encoder(
     server: ServerProcess, http: aiohttp.ClientSession
 ) -> None:
     # The meter needs a moment after startup to settle on a sliding window of frames.
-    status = await _wait_status(http, server, lambda s: MIN_FPS <= s["fps"] <= FPS * 1.2)
+    status = await _wait_status(http, server, lambda s: MIN_FPS <= s["fps"] <= FPS * 1.2,
+                                f"a frame rate of {MIN_FPS:g} to {FPS * 1.2:g} fps")
     assert status["source"] == "testpattern"
     assert status["source_up"] is True
     assert (status["size"], status["width"], status["height"]) == ("640x480", 640, 480)
     assert status["fps_target"] == FPS
-    assert MIN_FPS <= status["fps"] <= FPS * 1.2
-    assert status["uptime"] >= 0
+    assert status["uptime"] > 0
     assert status["viewers"]["mjpeg"] == 0 and status["viewers"]["webrtc"] == 0
     assert status["encoders"]["jpeg"] is False, "nobody watches: the JPEG encoder must be idle"
 
@@ -285,14 +282,12 @@ async def test_status_viewers_and_the_lazy_jpeg_encoder(
         async with open_mjpeg(http, server.url + "video.mjpg") as second:
             assert await second.next_part() is not None
             assert (await _status(http, server))["viewers"]["mjpeg"] == 2
-        status = await _wait_status(http, server, lambda s: s["viewers"]["mjpeg"] == 1)
-        assert status["viewers"]["mjpeg"] == 1
+        await _wait_status(http, server, lambda s: s["viewers"]["mjpeg"] == 1, "one MJPEG viewer left")
 
-    status = await _wait_status(http, server, lambda s: s["viewers"]["mjpeg"] == 0)
-    assert status["viewers"]["mjpeg"] == 0
+    await _wait_status(http, server, lambda s: s["viewers"]["mjpeg"] == 0, "no MJPEG viewer left")
     # The encoder lingers briefly for a quick reconnect, then stops.
-    status = await _wait_status(http, server, lambda s: not s["encoders"]["jpeg"], timeout=8)
-    assert status["encoders"]["jpeg"] is False
+    later = await _wait_status(http, server, lambda s: not s["encoders"]["jpeg"], "the JPEG encoder to stop")
+    assert later["uptime"] > status["uptime"], "the uptime counts"
 
 
 async def test_sigterm_with_a_client_open_exits_quickly(
