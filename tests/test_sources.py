@@ -22,6 +22,7 @@ from conftest import StartServer
 from support.mjpeg import Part, collect, open_mjpeg, rate_of
 from support.server import ServerProcess
 from support.video import looks_like_no_signal, read_frame_index
+from support.waiting import eventually
 
 FILE_FPS = 15  # the sample video's own rate
 
@@ -54,7 +55,7 @@ async def test_a_slow_source_stays_healthy(start_server: StartServer, http: aioh
         while time.monotonic() - started < 5.0:
             async with http.get(server.url + "healthz") as response:
                 assert response.status == 200, f"unhealthy after {time.monotonic() - started:.1f} s"
-            await asyncio.sleep(0.25)
+            await asyncio.sleep(0.25)  # look again and again for 5 s: it never turns unhealthy
         parts = await collect(reader, 0.5)
     assert len(parts) >= 2, "frames flow"
     assert not any(looks_like_no_signal(part.image()) for part in parts)
@@ -83,20 +84,18 @@ class _FirstReadWaits:
         pass
 
 
-def test_a_source_is_up_only_once_its_first_frame_arrives() -> None:
+async def test_a_source_is_up_only_once_its_first_frame_arrives() -> None:
     release = threading.Event()
     frames: list[Frame] = []
     capture = CaptureSupervisor(lambda: _FirstReadWaits(release), frames.append, 64, 48, 10)
     capture.start()
     try:
-        time.sleep(0.3)  # opened, but no frame yet: not up, and "no signal" pictures meanwhile
+        # Opened, but no frame yet: "no signal" pictures meanwhile (after a short grace), and not up.
+        await eventually(lambda: len(frames) >= 3, 10, "\"no signal\" pictures")
         assert not capture.up and capture.last_frame_monotonic == 0.0
-        assert frames and not any(f.live for f in frames)
+        assert not any(f.live for f in frames)
         release.set()
-        deadline = time.monotonic() + 5
-        while not capture.up:
-            assert time.monotonic() < deadline, "the first frame did not bring the source up"
-            time.sleep(0.01)
+        await eventually(lambda: capture.up, 10, "the first frame to bring the source up")
         assert any(f.live for f in frames) and capture.last_frame_monotonic > 0
     finally:
         release.set()
@@ -138,18 +137,23 @@ async def _watch(http: aiohttp.ClientSession, url: str, parts: list[Part], stop:
             parts.append(part)
 
 
-async def _wait_health(
-    http: aiohttp.ClientSession, server: ServerProcess, code: int, timeout: float
-) -> float:
-    """Poll /healthz until it answers `code`; return how long that took."""
-    started = time.monotonic()
-    while True:
+async def _wait_health(http: aiohttp.ClientSession, server: ServerProcess, code: int, timeout: float) -> None:
+    """Poll /healthz until it answers `code`."""
+    async def health() -> int:
         async with http.get(server.url + "healthz") as response:
-            if response.status == code:
-                return time.monotonic() - started
-        if time.monotonic() - started > timeout:
-            pytest.fail(f"/healthz did not turn {code} within {timeout:g} s\n{server.log()}")
-        await asyncio.sleep(0.1)
+            return response.status
+
+    await eventually(health, timeout, f"/healthz to answer {code}", until=lambda status: status == code)
+
+
+async def _pictures(watcher: asyncio.Task[None], parts: list[Part], since: int, count: int,
+                    what: str) -> list[Part]:
+    """Wait until `count` pictures arrived after the first `since`; returns them all."""
+    await eventually(lambda: watcher.done() or len(parts) - since >= count, 10, what)
+    if watcher.done():
+        watcher.result()  # raises what broke the stream
+        raise AssertionError("the MJPEG stream ended")
+    return parts[since:]
 
 
 async def test_video_file_loops_at_its_own_rate(
@@ -188,16 +192,14 @@ async def test_a_source_that_dies_is_recovered(
     stop = asyncio.Event()
     watcher = asyncio.create_task(_watch(http, server.url + "video.mjpg", parts, stop))
     try:
-        await asyncio.sleep(0.5)
-        assert parts and not looks_like_no_signal(parts[-1].image())
+        playing = await _pictures(watcher, parts, 0, 3, "the first pictures")
+        assert not looks_like_no_signal(playing[-1].image())
 
         # The open file plays to its end; looping then finds it gone and the source is lost.
         video.rename(hidden)
         await _wait_health(http, server, 503, timeout=6)
-        down_from = len(parts)
-        await asyncio.sleep(1.0)
-        down = parts[down_from:]
-        assert len(down) >= 10, "viewers keep getting pictures while the source is down"
+        # Viewers keep getting pictures while the source is down.
+        down = await _pictures(watcher, parts, len(parts), 10, "pictures while the source is down")
         assert all(looks_like_no_signal(part.image()) for part in down[1:])
         status = server.status()
         assert status["source_up"] is False
@@ -205,11 +207,8 @@ async def test_a_source_that_dies_is_recovered(
         # Back again: the next retry (backoff 1 s, 2 s, 5 s ...) reopens it.
         hidden.rename(video)
         await _wait_health(http, server, 200, timeout=15)
-        up_from = len(parts)
-        await asyncio.sleep(0.6)
-        assert not watcher.done(), "the same MJPEG response carries on"
-        up = parts[up_from:]
-        assert len(up) >= 4
+        # The same MJPEG response carries on, with the source's pictures again.
+        up = await _pictures(watcher, parts, len(parts), 5, "pictures once the source is back")
         assert not any(looks_like_no_signal(part.image()) for part in up[1:])
         assert {read_frame_index(part.image()) for part in up[1:]} <= set(range(30))
     finally:
