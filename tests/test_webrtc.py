@@ -37,6 +37,7 @@ from camcast.webrtc.registry import PeerRegistry
 from camcast.webrtc.track import PacketTrack
 from support.loopback import candidate_addresses
 from support.server import ServerProcess, clean_env, launch
+from support.waiting import eventually
 from support.webrtc_viewer import OfferRejected, Viewer
 
 pytestmark = pytest.mark.usefixtures("loopback_ice")
@@ -77,15 +78,8 @@ async def webrtc_status(http: aiohttp.ClientSession, server: ServerProcess) -> d
 
 
 async def wait_status(http: aiohttp.ClientSession, server: ServerProcess,
-                      check: Callable[[dict[str, Any]], bool], timeout: float = 8.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        status = await webrtc_status(http, server)
-        if check(status):
-            return status
-        if time.monotonic() > deadline:
-            raise AssertionError(f"status never matched within {timeout:g} s: {status['webrtc']}")
-        await asyncio.sleep(0.1)
+                      check: Callable[[dict[str, Any]], bool], timeout: float = 10.0) -> dict[str, Any]:
+    return await eventually(lambda: webrtc_status(http, server), timeout, "the status to match", until=check)
 
 
 def no_peers(status: dict[str, Any]) -> bool:
@@ -140,7 +134,7 @@ async def test_eight_peers_at_full_rate_share_one_encoder(rtc_server: ServerProc
     await asyncio.gather(*(p.wait_frames(10) for p in peers))
     start_status = await webrtc_status(http, rtc_server)
     start = time.monotonic()
-    await asyncio.sleep(3.0)
+    await asyncio.sleep(3.0)  # measure every peer's frame rate over 3 s
     end = time.monotonic()
     end_status = await webrtc_status(http, rtc_server)
     rates = [p.fps_between(start, end) for p in peers]
@@ -244,9 +238,9 @@ async def test_closed_peer_is_removed_and_the_encoder_stops(rtc_server: ServerPr
     status = await webrtc_status(http, rtc_server)
     assert status["peers"] == 1 and status["viewers_webrtc"] == 1
     await v.close()
-    await wait_status(http, rtc_server, no_peers, timeout=5.0)
+    await wait_status(http, rtc_server, no_peers)
     # The encoder is lazy: it stops a moment after its last subscriber left.
-    await wait_status(http, rtc_server, lambda s: s["running_encoders"] == 0, timeout=8.0)
+    await wait_status(http, rtc_server, lambda s: s["running_encoders"] == 0)
     log = rtc_server.log()
     assert f"webrtc viewer connected: {v.answer['id']} from 127.0.0.1" in log
     assert f"webrtc viewer disconnected: {v.answer['id']} from 127.0.0.1" in log
@@ -426,10 +420,7 @@ async def test_a_failing_watchdog_closes_its_peer(monkeypatch: pytest.MonkeyPatc
     peer.feeds[0].sender = SimpleNamespace(getStats=broken_stats)  # type: ignore[assignment]
     peer.connected_at = time.monotonic()
     peer.start()
-    for _ in range(500):
-        if closed:
-            break
-        await asyncio.sleep(0.01)
+    await eventually(lambda: closed, 10, "the peer to close")
     assert closed == [peer] and "stats broke" in (peer.close_reason or "")
 
 
