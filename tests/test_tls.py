@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import ipaddress
 import re
 import ssl
 import subprocess
-import time
 from pathlib import Path
 
 import aiohttp
@@ -19,7 +17,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from support.mjpeg import collect, open_mjpeg
-from support.server import ServerProcess, camcast_command, clean_env
+from support.server import camcast_command, clean_env
+from support.waiting import eventually
 
 HTTPS_LINE = re.compile(r"camcast: serving .* at (https://127\.0\.0\.1:(\d+)/)")
 
@@ -51,32 +50,20 @@ def cert_and_key(tmp_path: Path) -> tuple[Path, Path]:
     return write_self_signed(tmp_path)
 
 
-def wait_for_https(server: ServerProcess, timeout: float = 20.0) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        match = HTTPS_LINE.search(server.stdout())
-        if match:
-            server.url, server.port = match.group(1), int(match.group(2))
-            return server.url
-        assert server.proc.poll() is None, server.describe()
-        time.sleep(0.05)
-    raise AssertionError(f"no https URL printed\n{server.describe()}")
-
-
 async def test_serves_https_with_a_self_signed_certificate(start_server, http, cert_and_key) -> None:
     cert, key = cert_and_key
     server = start_server("--tls-cert", str(cert), "--tls-key", str(key), "--token", "tls-token",
                           wait=False)
-    url = wait_for_https(server)
+    url = server.wait_for_url(line=HTTPS_LINE)
     trusted = ssl.create_default_context(cafile=str(cert))  # the test's own cert as the CA
     auth = {"Authorization": "Bearer tls-token"}
-    deadline = time.monotonic() + 20
-    while True:  # /healthz turns 200 once the first frame is through
+
+    async def health() -> int:
         async with http.get(url + "healthz", ssl=trusted) as response:
-            if response.status == 200 or time.monotonic() > deadline:
-                break
-        await asyncio.sleep(0.05)
-    assert response.status == 200
+            return response.status
+
+    # /healthz turns 200 once the first frame is through.
+    await eventually(health, 20, "/healthz to answer 200", until=lambda status: status == 200)
     async with http.get(url + "api/status", ssl=trusted, headers=auth) as response:
         assert response.status == 200
         assert (await response.json())["source_up"] is True

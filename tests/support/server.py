@@ -87,10 +87,11 @@ class ServerProcess:
             raise ServerError(f"/api/status answered {code}\n{self.describe()}")
         return json.loads(body)
 
-    def wait_for_url(self, timeout: float = START_TIMEOUT) -> str:
+    def wait_for_url(self, timeout: float = START_TIMEOUT, line: re.Pattern[str] = URL_LINE) -> str:
+        """Wait for the line that says where it serves (`line`: groups URL and port); sets url, port."""
         deadline = time.monotonic() + timeout
         while True:
-            match = URL_LINE.search(self.stdout())
+            match = line.search(self.stdout())
             if match:
                 self.url, self.port = match.group(1), int(match.group(2))
                 return self.url
