@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import logging
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +13,7 @@ import pytest
 from camcast.logsetup import JsonFormatter, setup_logging
 from support.mjpeg import collect, open_mjpeg
 from support.server import ServerProcess
+from support.waiting import eventually
 
 
 def json_lines(server: ServerProcess) -> list[dict[str, object]]:
@@ -24,14 +23,10 @@ def json_lines(server: ServerProcess) -> list[dict[str, object]]:
 
 
 async def wait_for_event(server: ServerProcess, event: str, timeout: float = 10.0) -> dict[str, object]:
-    # Sleep on the loop, not in it: the client's socket only closes once the loop runs.
-    deadline = time.monotonic() + timeout
-    while True:
-        found = [entry for entry in json_lines(server) if entry.get("event") == event]
-        if found:
-            return found[-1]
-        assert time.monotonic() < deadline, f"no {event} line\n{server.describe()}"
-        await asyncio.sleep(0.05)
+    # Wait on the loop, not in it: the client's socket only closes once the loop runs.
+    found = await eventually(lambda: [e for e in json_lines(server) if e.get("event") == event], timeout,
+                             f"a {event} line")  # a failing test's report shows the server's log
+    return found[-1]
 
 
 async def test_json_log_lines_parse_and_carry_event_fields(start_server, http) -> None:
