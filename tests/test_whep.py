@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -14,6 +13,7 @@ import pytest_asyncio
 from aiortc import RTCConfiguration, RTCPeerConnection
 
 from support.server import ServerProcess, launch
+from support.waiting import eventually
 from support.webrtc_viewer import OfferRejected, Viewer
 
 pytestmark = pytest.mark.usefixtures("loopback_ice")
@@ -54,14 +54,9 @@ async def peers(http: aiohttp.ClientSession, server: ServerProcess) -> dict[str,
 
 
 async def wait_peers(http: aiohttp.ClientSession, server: ServerProcess, count: int,
-                     timeout: float = 5.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        state = await peers(http, server)
-        if state["count"] == count and state["viewers"] == count:
-            return state
-        assert time.monotonic() < deadline, f"expected {count} peers: {state}"
-        await asyncio.sleep(0.1)
+                     timeout: float = 10.0) -> dict[str, Any]:
+    return await eventually(lambda: peers(http, server), timeout, f"{count} peers",
+                            until=lambda state: state["count"] == state["viewers"] == count)
 
 
 async def offer_sdp(video: bool = True, audio: bool = False, video_direction: str = "recvonly") -> str:
