@@ -6,9 +6,10 @@ The receiver's RTCP says how the link is doing: REMB (its bandwidth estimate), r
 up one rendition at a time, cautiously: only after a quiet hold that doubles each time a step up
 fails, so a link at the edge of a rendition does not flap between two.
 
-Keyframe requests are kept per viewer too: the first PLI in a while is passed to the encoder of
-the viewer's rendition, later ones wait for its scheduled keyframe (a lossy viewer must not force
-keyframes on everyone watching the same rendition), unless the viewer is that rendition's only one.
+Keyframe requests are kept per viewer too: the first PLI in a while (10 s) is passed to the encoder
+of the viewer's rendition, later ones wait for its scheduled keyframe (a lossy viewer must not force
+keyframes on everyone watching the same rendition), unless the viewer is that rendition's only one;
+and a run of them moves the viewer down, where it may be alone.
 """
 
 from __future__ import annotations
@@ -35,7 +36,9 @@ class AdaptSettings:
     hold: float = 6.0  # s quiet at a lower rendition before a step up
     max_hold: float = 48.0
     probe_window: float = 6.0  # s after a step up in which trouble means the step failed
-    pli_interval: float = 4.0  # s between PLIs passed on for one viewer
+    # s between PLIs passed on for one viewer of a shared rendition: a forced IDR costs every viewer
+    # of it bytes, so a lossy viewer waits for the scheduled keyframe (at most a keyframe interval).
+    pli_interval: float = 10.0
     pli_burst: int = 3  # this many PLIs within pli_window: the link is failing
     pli_window: float = 8.0
     rate_window: float = 2.0  # s over which the sent bitrate is measured
