@@ -60,7 +60,7 @@ def recorded(server: ServerProcess) -> str:
     first = call(server, "POST", "/api/record/start")
     assert first["state"] == "recording" and first["name"].endswith(".mp4")
     assert call(server, "POST", "/api/record/start")["name"] == first["name"]  # idempotent
-    time.sleep(1.5)
+    time.sleep(1.5)  # record for about 1.5 s (the tests below check the file's duration)
     state = call(server, "GET", "/api/record")
     assert state["state"] == "recording" and state["name"] == first["name"]
     assert state["elapsed"] >= 1.0 and state["bytes"] > 0
@@ -123,9 +123,8 @@ def test_delete(server: ServerProcess, recorded: str) -> None:
 
 
 def test_the_file_being_written_cannot_be_deleted(server: ServerProcess, recorded: str) -> None:
-    state = call(server, "POST", "/api/record/start")
+    state = call(server, "POST", "/api/record/start")  # answers once the file is open
     try:
-        time.sleep(0.3)
         assert request(server, "DELETE", f"/api/recordings/{state['name']}")[0] == 409
         rows = call(server, "GET", "/api/recordings")
         assert rows[0]["name"] == state["name"] and rows[0]["recording"] is True
