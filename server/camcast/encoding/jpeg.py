@@ -1,4 +1,8 @@
-"""The shared JPEG encoder: one encode per frame, the same bytes for every MJPEG client."""
+"""The shared JPEG encoder: one encode per frame, the same bytes for every MJPEG client.
+
+A camera has one at its own size and quality, and one per live MJPEG variant (a smaller width,
+another quality) that clients ask for with `?width=` and `?quality=`.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import cv2
+import numpy as np
 
 from camcast.encoding.lazy import LazyWorker, encode_frames
 from camcast.frames import Frame, JpegPart
@@ -16,11 +21,21 @@ from camcast.hub import Hub
 BOUNDARY = "frame"
 
 
-def encode_jpeg(image, quality: int) -> bytes:
+def encode_jpeg(image: np.ndarray, quality: int) -> bytes:
     ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
         raise RuntimeError("JPEG encoding failed")
     return data.tobytes()
+
+
+def scale_to_width(image: np.ndarray, width: int) -> np.ndarray:
+    """`image` shrunk to `width` (aspect kept, even height); never enlarged."""
+    height, current = image.shape[:2]
+    if current <= width:
+        return image
+    scaled_height = max(2, round(height * width / current / 2) * 2)
+    # INTER_AREA averages the pixels it drops: no aliasing in the smaller picture.
+    return cv2.resize(image, (width, scaled_height), interpolation=cv2.INTER_AREA)
 
 
 def mjpeg_chunk(jpeg: bytes, captured_us: int) -> bytes:
@@ -33,16 +48,19 @@ def mjpeg_chunk(jpeg: bytes, captured_us: int) -> bytes:
 
 
 class SharedJpegEncoder:
-    def __init__(self, frames: Hub[Frame], output: Hub[JpegPart], quality: int) -> None:
+    def __init__(self, frames: Hub[Frame], output: Hub[JpegPart], quality: int, width: int | None = None,
+                 name: str = "jpeg") -> None:
         self.frames = frames
         self.output = output
         self.quality = quality
+        self.width = width  # frames wider than this are scaled down first; None keeps their size
+        self.name = name
         self.frames_encoded = 0
         self.encode_time = Histogram(ENCODE_SECONDS_BUCKETS)  # per-frame seconds, for /metrics
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="camcast-jpeg")
         # The snapshot of one frame (by seq), finished or in flight: pollers of that frame share it.
         self._snapshot: tuple[int, asyncio.Future[JpegPart]] | None = None
-        self._worker = LazyWorker("jpeg-encoder", output, self._run)
+        self._worker = LazyWorker(f"{name}-encoder", output, self._run)
 
     @property
     def running(self) -> bool:
@@ -50,7 +68,8 @@ class SharedJpegEncoder:
 
     def _encode(self, frame: Frame) -> JpegPart:
         started = time.perf_counter()
-        jpeg = encode_jpeg(frame.image, self.quality)
+        image = frame.image if self.width is None else scale_to_width(frame.image, self.width)
+        jpeg = encode_jpeg(image, self.quality)
         elapsed = time.perf_counter() - started
         self.encode_time.observe(elapsed)
         self.frames_encoded += 1
