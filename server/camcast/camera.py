@@ -27,6 +27,7 @@ from camcast.frames import EncodedPacket, Frame, JpegPart, now_us
 from camcast.hub import Hub, HubClosed
 from camcast.latency import DisplayLatency
 from camcast.mjpeg import MjpegFanout
+from camcast.mjpegvariants import MjpegVariants
 from camcast.sources.base import Source
 from camcast.sources.supervisor import CaptureSupervisor
 from camcast.viewers import Viewers
@@ -98,6 +99,9 @@ class Camera:
         self.packets = {codec: outputs[0].packets for codec, outputs in self.renditions.items()}
         self.video_encoders = {codec: outputs[0].encoder for codec, outputs in self.renditions.items()}
         self.mjpeg = MjpegFanout(self.jpeg, self.viewers, settings.fps)
+        # ?width= and ?quality=: other sizes and qualities, each with its own encoder and fan-out.
+        self.mjpeg_variants = MjpegVariants(self.frames,
+                                            lambda jpeg: MjpegFanout(jpeg, self.viewers, settings.fps))
         self.latency = DisplayLatency()
         self.sessions: set[Session] = set()
         self.switches: Counter[str] = Counter()  # viewers moved between renditions: "down", "up"
@@ -142,6 +146,7 @@ class Camera:
             yield self
         finally:
             await self.mjpeg.close()  # endless responses end; their handlers return
+            await self.mjpeg_variants.close()
             # The file is finalized while peers are still connected to hear that it stopped.
             await self.recorder.close()
             await self.close_sessions("server shutting down")
@@ -158,13 +163,14 @@ class Camera:
         await asyncio.gather(*(s.close(reason) for s in sessions), return_exceptions=True)
 
     # -- pictures ------------------------------------------------------------------------------
-    async def snapshot(self) -> JpegPart | None:
-        """The newest picture as JPEG; an idle camera is woken and its first frame awaited."""
+    async def snapshot(self, encoder: SharedJpegEncoder | None = None) -> JpegPart | None:
+        """The newest picture as JPEG (by `encoder`: an MJPEG variant's; by default the camera's
+        own); an idle camera is woken and its first frame awaited."""
         if self.frames.latest is None and not self.frames.closed:
             # A subscriber is demand: an idle source opens.
             with self.frames.subscribe(maxsize=1) as first, contextlib.suppress(TimeoutError, HubClosed):
                 await asyncio.wait_for(first.get(), FIRST_FRAME_TIMEOUT)
-        return await self.jpeg_encoder.snapshot()
+        return await (encoder or self.jpeg_encoder).snapshot()
 
     # -- state ---------------------------------------------------------------------------------
     @property

@@ -4,6 +4,9 @@ The fan-out holds a single subscription to the JPEG hub and, per frame, writes t
 pre-framed buffer straight to each client's socket. Per client that is one `transport.write`
 and no task wake-up. A client whose socket still holds unsent bytes skips the frame (counted),
 so it gets the newest picture when it catches up and never holds back the others.
+
+`?width=` and `?quality=` pick a variant (camcast.mjpegvariants): the same fan-out over that
+variant's own shared encoder. Without them a request takes exactly the path it always did.
 """
 
 from __future__ import annotations
@@ -12,16 +15,22 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from camcast.appkeys import CAMERAS
 from camcast.cameras import add_camera_route, camera_of
-from camcast.encoding.jpeg import BOUNDARY
+from camcast.encoding.jpeg import BOUNDARY, SharedJpegEncoder
 from camcast.frames import JpegPart, now_us
 from camcast.hub import Hub, HubClosed
+from camcast.mjpegvariants import VariantKey, VariantUnavailable, requested_variant
 from camcast.queryargs import float_arg
 from camcast.viewers import Viewers
+
+if TYPE_CHECKING:
+    from camcast.camera import Camera
 
 log = logging.getLogger("camcast.mjpeg")
 
@@ -146,9 +155,35 @@ def _who(request: web.Request) -> str:
     return f"{peer[0]}:{peer[1]}" if peer else "unknown"
 
 
+@contextlib.contextmanager
+def _outputs_of(camera: Camera, key: VariantKey | None) -> Iterator[tuple[MjpegFanout, SharedJpegEncoder]]:
+    """The camera's own fan-out and encoder, or those of the variant `key` while the block runs."""
+    if key is None:
+        yield camera.mjpeg, camera.jpeg_encoder
+        return
+    try:
+        with camera.mjpeg_variants.lease(key) as variant:
+            yield variant.fanout, variant.encoder
+    except VariantUnavailable as exc:
+        raise web.HTTPServiceUnavailable(text=f"{exc}\n") from None
+
+
+def _variant_of(request: web.Request, camera: Camera) -> VariantKey | None:
+    return requested_variant(request, camera.current_size[0], camera.settings.jpeg_quality)
+
+
 async def mjpeg_handler(request: web.Request) -> web.StreamResponse:
     camera = camera_of(request)
     fps_cap = float_arg(request, "fps", 0.1, 240)
+    key = _variant_of(request, camera)
+    if request.method == "HEAD":
+        key = None  # a HEAD gets the headers only: no variant starts for it
+    with _outputs_of(camera, key) as (fanout, _):
+        return await _stream(request, camera, fanout, fps_cap)
+
+
+async def _stream(request: web.Request, camera: Camera, fanout: MjpegFanout,
+                  fps_cap: float | None) -> web.StreamResponse:
     response = web.StreamResponse(headers={
         "Content-Type": f"multipart/x-mixed-replace; boundary={BOUNDARY}",
         "X-Accel-Buffering": "no",  # tell reverse proxies not to buffer an endless response
@@ -162,16 +197,18 @@ async def mjpeg_handler(request: web.Request) -> web.StreamResponse:
     chunked = response.headers.get("Transfer-Encoding", "").lower() == "chunked"
     client = MjpegClient(transport, 1.0 / fps_cap if fps_cap else 0.0, chunked)  # type: ignore[arg-type]
     with camera.viewers.watching("mjpeg", _who(request)):
-        camera.mjpeg.add(client)
+        fanout.add(client)
         try:
             await client.done
         finally:
-            camera.mjpeg.remove(client)
+            fanout.remove(client)
     return response
 
 
 async def snapshot_handler(request: web.Request) -> web.Response:
-    part = await camera_of(request).snapshot()
+    camera = camera_of(request)
+    with _outputs_of(camera, _variant_of(request, camera)) as (_, encoder):
+        part = await camera.snapshot(encoder)
     if part is None:
         raise web.HTTPServiceUnavailable(text="no frame yet\n")
     return web.Response(body=part.jpeg, content_type="image/jpeg",
@@ -182,6 +219,7 @@ async def _end_endless_responses(app: web.Application) -> None:
     # MJPEG responses never end by themselves: ending the fan-outs lets every handler return.
     for camera in app[CAMERAS]:
         await camera.mjpeg.close()
+        await camera.mjpeg_variants.close()
 
 
 def add_mjpeg(app: web.Application) -> None:
