@@ -128,7 +128,8 @@ class PipelineCollector(Collector):
         ce = ["camera", "encoder"]
 
         def encoders(cam: Camera) -> list[tuple[str, Any]]:
-            return [("jpeg", cam.jpeg_encoder), *((e.name, e) for e in cam.all_video_encoders)]
+            return [("jpeg", cam.jpeg_encoder), *cam.mjpeg_variants.encoders(),
+                    *((e.name, e) for e in cam.all_video_encoders)]
 
         yield _per_camera(cameras, GaugeMetricFamily(
             "camcast_encoder_running", "1 while the shared encoder runs", labels=ce),
@@ -147,7 +148,8 @@ class PipelineCollector(Collector):
             lambda cam: [([e.name], e.errors) for e in cam.all_video_encoders])
 
         def hubs(cam: Camera) -> list[Any]:
-            return [cam.frames, cam.jpeg, *(o.packets for outs in cam.renditions.values() for o in outs)]
+            return [cam.frames, cam.jpeg, *cam.mjpeg_variants.hubs(),
+                    *(o.packets for outs in cam.renditions.values() for o in outs)]
 
         ch = ["camera", "hub"]
         yield _per_camera(cameras, CounterMetricFamily(

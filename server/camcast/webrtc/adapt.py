@@ -65,6 +65,8 @@ class Adaptation:
         self._last_pli_passed = -1e9
         self._rate_samples: deque[tuple[float, int]] = deque()
         self._last_switch = -1e9
+        self._moving = False  # a switch asked for and not yet done (the target's keyframe is awaited)
+        self._arrived = -1e9  # when the last switch took effect
         self._probe_started: float | None = None  # a step up being tried
         self._hold = self.settings.hold
         self.switches_down = 0
@@ -121,6 +123,8 @@ class Adaptation:
         s = self.settings
         while self._pli_times and now - self._pli_times[0] > s.pli_window:
             self._pli_times.popleft()
+        if self._moving and self.track.target is None:
+            self._moving, self._arrived = False, now
         why = self._trouble(now, sent)
         levels = self.track.levels
         level = self.current
@@ -144,9 +148,12 @@ class Adaptation:
     def _trouble(self, now: float, sent: float) -> str | None:
         """Why the link is failing now, or None."""
         s = self.settings
-        if self.loss >= s.loss_down:
+        # Reports cover the second or so before they were sent: until the new rendition has
+        # flowed that long, its loss and PLIs still describe the old one.
+        fresh_reports = not self._moving and now - self._arrived >= s.settle
+        if fresh_reports and self.loss >= s.loss_down:
             return f"{self.loss:.0%} of packets lost"
-        if len(self._pli_times) >= s.pli_burst:
+        if fresh_reports and sum(1 for t in self._pli_times if t >= self._arrived) >= s.pli_burst:
             return f"{len(self._pli_times)} picture-loss requests in {s.pli_window:g} s"
         first = self.track.first_packet_at or now
         silent_since = self._feedback_at if self._feedback_at is not None else first
@@ -175,6 +182,7 @@ class Adaptation:
         else:
             self.switches_up += 1
         self._last_switch = now
+        self._moving = True
         self.reason = why
         self.track.switch_to(level)
         after = levels[level].name
