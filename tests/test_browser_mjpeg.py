@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import urllib.request
 
 import numpy as np
@@ -13,6 +12,7 @@ from playwright.async_api import Browser, Page
 from camcast.stamp import STAMP_ROWS, read_stamp
 from support.browser import open_page
 from support.server import ServerProcess
+from support.waiting import eventually
 
 PAGE = "<!doctype html><title>mjpeg</title><img id=v src=/video.mjpg>"
 
@@ -57,13 +57,15 @@ async def test_chromium_shows_the_live_mjpeg_stream(server: ServerProcess, chrom
         assert size == [640, 480]
 
         samples = [await _grab(page)]
-        deadline = time.monotonic() + 10
-        while len(samples) < 4 and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
+
+        async def grab_new() -> int:
             sample = await _grab(page)
             if sample[0] != samples[-1][0]:
                 samples.append(sample)
-        assert len(samples) >= 4, "the picture in the <img> stopped changing"
+            return len(samples)
+
+        await eventually(grab_new, 10, "the picture in the <img> to change three times",
+                         until=lambda count: count >= 4, interval=0.1)
         stamps = [stamp for _, stamp, _ in samples]
         assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps), stamps
         # What the browser shows is live: captured well under a second before it was on screen
@@ -75,7 +77,5 @@ async def test_chromium_shows_the_live_mjpeg_stream(server: ServerProcess, chrom
         assert not page.errors, page.errors  # type: ignore[attr-defined]
 
     # Closing the page ends its stream on the server.
-    deadline = time.monotonic() + 5
-    while await asyncio.to_thread(_mjpeg_viewers, server) != 0 and time.monotonic() < deadline:
-        await asyncio.sleep(0.1)
-    assert await asyncio.to_thread(_mjpeg_viewers, server) == 0
+    await eventually(lambda: asyncio.to_thread(_mjpeg_viewers, server), 10, "no MJPEG viewer left",
+                     until=lambda viewers: viewers == 0)
