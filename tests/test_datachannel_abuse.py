@@ -19,6 +19,7 @@ import pytest_asyncio
 
 from camcast.control import ControlBus
 from support.server import ServerProcess, running
+from support.waiting import eventually
 from support.webrtc_viewer import Viewer
 
 pytestmark = pytest.mark.usefixtures("loopback_ice")
@@ -106,6 +107,8 @@ async def test_a_flood_is_rate_limited_and_other_peers_carry_on(dc_server: Serve
     await other.wait_frames(5)
 
     # 1000 messages in about a second from one peer, while the other pings every 100 ms.
+    flooded = 1000
+
     async def flood() -> float:
         started = time.monotonic()
         for burst in range(20):
@@ -114,41 +117,51 @@ async def test_a_flood_is_rate_limited_and_other_peers_carry_on(dc_server: Serve
             await asyncio.sleep(0.05)
         return time.monotonic() - started
 
-    async def probe(stop: asyncio.Event) -> list[float]:
-        rtts = []
+    rtts: list[float] = []
+
+    async def probe(stop: asyncio.Event) -> None:
         n = 0
         while not stop.is_set():
             n += 1
             rtts.append(await round_trip(other, 10_000 + n))
-            await asyncio.sleep(0.1)
-        return rtts
+            await asyncio.sleep(0.1)  # a ping every 100 ms, as a player's are every second or so
 
-    frames_before = len(other.frames)
+    replies: list[Any] = []
+
+    async def answered_or_dropped() -> int:
+        """How many flood messages got a pong or were dropped by the server so far."""
+        while not flooder.messages.empty():
+            replies.append(flooder.messages.get_nowait())
+        pongs = sum(1 for r in replies if r.get("type") == "pong")
+        return pongs + (await session_of(http, dc_server, flooder))["control_dropped"]
+
     stop = asyncio.Event()
     prober = asyncio.create_task(probe(stop))
+    started = time.monotonic()
     flood_seconds = await flood()
-    await asyncio.sleep(1.0)  # replies still on their way
+    # Replies are still on their way: every message ends as a pong or a drop.
+    await eventually(answered_or_dropped, 15, f"a pong or a drop for each of {flooded} messages",
+                     until=lambda count: count == flooded, interval=0.1)
+    await eventually(lambda: len(rtts) >= 5 or prober.done(), 15, "the other peer's round trips")
     stop.set()
-    rtts = await prober
-    frames_during = len(other.frames) - frames_before
+    await prober
+    ended = time.monotonic()
+    fps_during = other.fps_between(started, ended)
 
-    replies = []
-    while not flooder.messages.empty():
-        replies.append(flooder.messages.get_nowait())
     pongs = [r for r in replies if r.get("type") == "pong"]
     limited = [r for r in replies if r.get("type") == "error" and "rate limited" in r["message"]]
     allowed = BURST + RATE * (flood_seconds + 0.5)
     print(f"\nflood of 1000 in {flood_seconds:.2f} s: {len(pongs)} pongs, {len(limited)} 'rate limited'; "
-          f"other peer: {len(rtts)} round trips, max {max(rtts) * 1000:.0f} ms, {frames_during} frames")
+          f"other peer: {len(rtts)} round trips, max {max(rtts) * 1000:.0f} ms, {fps_during:.1f} fps")
     assert BURST <= len(pongs) <= allowed, len(pongs)
     assert 1 <= len(limited) <= flood_seconds / 1.0 + 2, "one error per second, not one per message"
     assert len(replies) == len(pongs) + len(limited)
     session = await session_of(http, dc_server, flooder)
-    assert session["control_dropped"] >= 1000 - allowed
+    assert session["control_dropped"] >= flooded - allowed
 
     # The other peer never waited on the flood: its round trips stayed fast, its video flowed.
     assert len(rtts) >= 5 and max(rtts) < 1.0, rtts
-    assert frames_during >= 20, frames_during
+    assert fps_during >= 9, fps_during  # 30 fps sent; generous for a busy machine
     # The flooder itself is fine once it slows down: its bucket refills.
     assert await round_trip(flooder, 0.5) < 5
     assert (await session_of(http, dc_server, flooder))["control_open"]
