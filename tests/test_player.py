@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -17,6 +16,7 @@ from playwright.async_api import Page, Request, Response, Route
 
 from support.browser import open_page
 from support.server import ServerProcess
+from support.waiting import eventually
 
 WAIT = 20.0  # generous: the machine is shared and may be busy
 TOKEN = "player-Token_42"
@@ -24,15 +24,10 @@ TOKEN = "player-Token_42"
 
 async def until(page: Page, expression: str, timeout: float = WAIT) -> Any:
     """Poll a JS expression until it is truthy; fail with the player's readings if it never is."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await page.evaluate(expression)
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            readings = await page.evaluate("window.camcast")
-            raise AssertionError(f"timed out waiting for {expression!r}; window.camcast = {readings}")
-        await asyncio.sleep(0.1)
+    try:
+        return await eventually(lambda: page.evaluate(expression), timeout, repr(expression), interval=0.1)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; window.camcast = {await readings(page)}") from None
 
 
 async def readings(page: Page) -> dict[str, Any]:
@@ -136,9 +131,7 @@ async def test_failed_attempt_ends_its_server_session_and_its_watch(server: Serv
 
         await until(page, "window.camcast.frameWatchers === 1")  # waiting for the first frame
         await until(page, "window.camcast.transport === 'mjpeg' && window.camcast.frameWatchers === 0")
-        deadline = time.monotonic() + WAIT
-        while not deletes and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
+        await eventually(lambda: deletes, WAIT, "the page to DELETE the attempt's session")
         # The server still held the attempt's session, and ended it when asked.
         assert deletes == [(f"whep/{ids[0]}", 200)]
         await wait_status(server, lambda s: s["viewers"]["webrtc"] == 0)
@@ -152,7 +145,7 @@ async def test_transport_mjpeg_never_offers(server: ServerProcess, chromium) -> 
         page.on("request", lambda r: offers.append(r.url) if r.url.endswith("/offer") else None)
         await page.goto(server.url + "?transport=mjpeg")
         await until(page, "window.camcast.transport === 'mjpeg' && window.camcast.framesDecoded > 5")
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(1.0)  # a while longer playing: still no offer
         assert offers == []
         assert (await readings(page))["mode"] == "mjpeg"
         assert page_errors(page) == []
@@ -167,10 +160,7 @@ async def test_transport_webrtc_never_falls_back(server: ServerProcess, chromium
         await page.goto(server.url + "?transport=webrtc")
         await until(page, "window.camcast.state === 'reconnecting'")
         # It keeps trying WebRTC and never opens the MJPEG stream.
-        deadline = time.monotonic() + WAIT
-        while len(offers) < 2 and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
-        assert len(offers) >= 2
+        await eventually(lambda: len(offers) >= 2, WAIT, "a second WebRTC offer", interval=0.2)
         assert await page.get_attribute("#mjpeg", "src") is None
         assert (await readings(page))["transport"] is None
         assert "reconnecting" in await page.inner_text("#notice")
@@ -247,14 +237,8 @@ async def test_layout_fits_the_width_and_keeps_the_aspect(server: ServerProcess,
 
 async def wait_status(server: ServerProcess, check: Callable[[dict[str, Any]], bool],
                       timeout: float = WAIT) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        status = await asyncio.to_thread(server.status)
-        if check(status):
-            return status
-        if time.monotonic() > deadline:
-            raise AssertionError(f"status never matched: {status}")
-        await asyncio.sleep(0.2)
+    return await eventually(lambda: asyncio.to_thread(server.status), timeout, "the status to match",
+                            until=check, interval=0.2)
 
 
 PLAYING_WEBRTC = "window.camcast.transport === 'webrtc' && window.camcast.state === 'playing'"
@@ -342,8 +326,7 @@ async def test_record_from_any_viewer_then_play_and_delete(server: ServerProcess
         await until(rtc, "!document.getElementById('rec-badge').hidden && window.camcast.recording")
         await until(mjpeg, "!document.getElementById('rec-badge').hidden")
         assert posts == ["api/record/start"]
-        await asyncio.sleep(2.0)
-        assert (await rtc.inner_text("#rec-time")) != "0:00"
+        await until(rtc, "document.getElementById('rec-time').textContent !== '0:00'")  # the clock runs
         # Stop on the WebRTC viewer (data channel); the MJPEG viewer's poll sees it.
         await rtc.click("#record")
         await until(mjpeg, "document.getElementById('rec-badge').hidden")
