@@ -225,7 +225,9 @@ async def test_preroll_starts_before_the_press(start_server: StartServer,
                                                http: aiohttp.ClientSession) -> None:
     server = start_server("--preroll", "1.5", "--keyframe-interval", "1")
     assert server.status()["encoders"]["h264"], "pre-roll keeps the H.264 encoder running"
-    await asyncio.sleep(3.0)  # longer than pre-roll + one GOP
+    # The buffer holds its whole 1.5 s: the keyframe at or before press - 1.5 s is in it.
+    await eventually(lambda: asyncio.to_thread(lambda: server.status()["recording"]["preroll_buffered"]), 20,
+                     "1.5 s of pre-roll buffered", until=lambda seconds: seconds >= 1.5)
     pressed = now_us()
     state = await post(http, server, "api/record/start")
     await asyncio.sleep(1.0)  # a second after the press
