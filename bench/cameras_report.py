@@ -127,19 +127,23 @@ def _webrtc_table(s: CamerasSettings, one: list[dict[str, Any]], many: list[dict
             return _spread(rs, lambda r: r[key]).fmt(digits)
 
         rows.append([str(n), str(rs[0]["peers"]), cell("cores", 3),
-                     _spread(rs, lambda r, n=n: r["cores"] / n).fmt(3), cell("fps_min", 1),
+                     _spread(rs, lambda r, n=n: r["cores"] / n).fmt(3),
+                     _spread(rs, lambda r: r.get("loop_cores", math.nan)).fmt(3), cell("fps_min", 1),
                      cell("fps_median", 1), cell("latency_p50_ms", 1), cell("latency_p99_ms", 1),
                      encoders.fmt(0), cell("rss_idle_mb", 0), cell("rss_mb", 0), cell("load_cores", 2),
                      cell("other_cores", 2)])
     return Table(f"One camera against {s.cameras} ({s.size} @ {s.fps:g} fps, {s.peers_per_camera} WebRTC "
                  "peers per camera)",
-                 ["cameras", "peers", "server cores", "cores per camera", "fps/peer min", "fps/peer median",
+                 ["cameras", "peers", "server cores", "cores per camera", "event loop thread cores",
+                  "fps/peer min", "fps/peer median",
                   "latency p50 ms", "latency p99 ms", "video encoders running", "RSS before peers MB",
                   "RSS at window end MB", "load-gen cores", "other processes' cores"], rows,
                  "Each cell: median over repeats (min-max). fps/peer min: the slowest peer of a repeat. "
                  "Latency: capture (stamp) to decoded frame at each camera's decoding peer (p50: median of "
                  "the cameras', p99: the worst camera's). Encoders: the sum of the cameras' "
-                 "`running_encoders` (/api/status) as the window starts.")
+                 "`running_encoders` (/api/status) as the window starts. Event loop thread: the server's "
+                 "main thread alone (signalling, RTP packetizing and SRTP of every peer run there; capture "
+                 "and encoding in other threads).")
 
 
 def _per_camera_table(s: CamerasSettings, many: list[dict[str, Any]]) -> Table:

@@ -153,9 +153,11 @@ def measure_webrtc(ctx: RunContext, s: CamerasSettings, point: Point, rep: int,
         meter.begin()
         busy.begin()
         load_cpu0 = usage_of(pids)
+        threads0 = ThreadCpu.of(server.pid)
         _sleep_until(w1)
         window = meter.end()
         machine = busy.end()
+        loop_cores = ThreadCpu.of(server.pid).main_since(threads0) / window.seconds
         load_cores = (usage_of(pids) - load_cpu0) / window.seconds
         others = busy.top_others({server.pid, *pids})
         results = [load.results() for load in loads]
@@ -166,6 +168,7 @@ def measure_webrtc(ctx: RunContext, s: CamerasSettings, point: Point, rep: int,
     return {
         "point": asdict(point), "rep": rep, "attempt": attempt, "window_s": window.seconds,
         "peer_window_s": plans[0].window, "cores": window.cores, "cpu_s": window.cpu_seconds,
+        "loop_cores": loop_cores,
         "fps_min": min(fps), "fps_median": percentile(fps, 50), "peers": len(fps),
         "latency_p50_ms": percentile([c["latency_p50_ms"] for c in cameras], 50),
         "latency_p99_ms": max(c["latency_p99_ms"] for c in cameras),
