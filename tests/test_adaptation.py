@@ -71,13 +71,21 @@ def test_a_good_link_stays_on_the_top_rendition() -> None:
     assert track.moves == [] and adaptation.switches_down == 0
 
 
-def test_a_low_estimate_at_startup_waits_for_the_grace_period_then_steps_down_as_far_as_it_says() -> None:
+def test_a_falling_estimate_steps_down_as_far_as_it_says_once_confirmed() -> None:
     adaptation, track, clock = _adaptation()
-    _run(adaptation, track, clock, 2.0, 1_300_000, Feedback(remb=300_000))
-    assert track.moves == []  # a receiver's first estimates start low: not a reason yet
-    _run(adaptation, track, clock, 2.0, 1_300_000, Feedback(remb=300_000))
+    _run(adaptation, track, clock, 4.0, 1_300_000, Feedback(remb=1_800_000))
+    _run(adaptation, track, clock, 0.5, 1_300_000, Feedback(remb=300_000))
+    assert track.moves == []  # one low estimate may be a receiver's hiccup
+    _run(adaptation, track, clock, 1.0, 1_300_000, Feedback(remb=300_000))
     # 300 kbit/s carries neither high nor medium (400 kbit/s): straight to low.
     assert track.moves == [2] and "estimate" in adaptation.reason
+
+
+def test_an_estimate_that_climbs_below_the_rate_is_no_reason_to_step_down() -> None:
+    adaptation, track, clock = _adaptation()
+    for remb in range(300_000, 1_300_000, 50_000):  # a receiver's estimate ramping up after a start
+        _run(adaptation, track, clock, 0.5, 1_300_000, Feedback(remb=remb))
+    assert track.moves == []
 
 
 @pytest.mark.parametrize("feedback, words", [
@@ -156,14 +164,16 @@ async def test_a_track_moves_between_renditions_at_their_keyframes(tmp_path: Pat
         decoder = av.CodecContext.create("h264", "r")
         seen: list[tuple[int, bool, int, tuple[int, int]]] = []
         try:
-            for plan in (None, 1, 2, 0):
-                if plan is not None:
-                    track.switch_to(plan)
-                for _ in range(40):
+            for plan in (0, 1, 2, 0):
+                track.switch_to(plan)
+                arrived = 0
+                while arrived < 20:  # until 20 pictures of the new rendition were sent
                     packet = await asyncio.wait_for(track.recv(), 10)
                     frames = decoder.decode(packet)
                     size = (frames[0].width, frames[0].height) if frames else (0, 0)
                     seen.append((track.level, packet.is_keyframe, packet.pts, size))
+                    arrived += track.level == plan
+                    assert len(seen) < 400, "the switch never happened"
         finally:
             track.stop()
         pts = [p for _, _, p, _ in seen]

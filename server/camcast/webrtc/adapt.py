@@ -31,11 +31,20 @@ class AdaptSettings:
     loss_down: float = 0.10  # a receiver report losing this share of packets: the link is failing
     loss_quiet: float = 0.02  # at most this share lost for a step up
     remb_margin: float = 0.85  # an estimate below this share of the rate being sent: over the link
+    # An estimate this far above what is sent: the link has room (a receiver's estimate climbs to
+    # about 1.5x what it gets when nothing queues, and stays near the link's rate when it does).
+    headroom: float = 1.45
+    rtt_margin: float = 0.15  # s of round trip above the link's own: a queue is building
+    confirm: float = 0.8  # s an estimate must stay below what is sent before it counts
+    loss_window: float = 1.0  # s of receiver reports the loss is measured over
+    probe_settle: float = 0.5  # s after a step up took effect before its reports count against it
     startup_grace: float = 3.0  # s after the first packet before an estimate alone steps down
     settle: float = 1.5  # s after a switch before the next step down (its effect must show first)
     hold: float = 6.0  # s quiet at a lower rendition before a step up
-    max_hold: float = 48.0
-    probe_window: float = 6.0  # s after a step up in which trouble means the step failed
+    max_hold: float = 24.0
+    # s after a step up in which trouble means the step failed; meanwhile the estimate, which
+    # climbs slowly behind a rate it has not seen yet, is not held against it.
+    probe_window: float = 8.0
     # s between PLIs passed on for one viewer of a shared rendition: a forced IDR costs every viewer
     # of it bytes, so a lossy viewer waits for the scheduled keyframe (at most a keyframe interval).
     pli_interval: float = 10.0
@@ -48,8 +57,9 @@ class AdaptSettings:
 class Adaptation:
     def __init__(self, track: PacketTrack, settings: AdaptSettings | None = None,
                  on_switch: Callable[[str, str, str], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, viewer: str = "viewer") -> None:
         self.track = track
+        self.viewer = viewer  # names it in the log
         self.settings = settings or AdaptSettings()
         self._on_switch = on_switch  # (from rendition, to rendition, why)
         self._clock = clock
@@ -57,7 +67,13 @@ class Adaptation:
         self.remb: int | None = None
         self._remb_at = -1e9
         self._feedback_at: float | None = None
+        self._rembs: deque[tuple[float, int]] = deque()  # the last few seconds of estimates
+        self._reports: deque[tuple[float, int, int]] = deque()  # (time, cumulative lost, highest seq)
+        self._below_since: float | None = None  # since when the estimate is below what is sent
         self.loss = 0.0  # the last receiver report's fraction lost
+        self.rtt: float | None = None  # s, from the last receiver report
+        self._rtt_floor: float | None = None  # the link's own round trip: the least seen, slowly forgotten
+        self._rtt_floor_at = 0.0
         self.nacks = 0
         self.plis = 0
         self.plis_passed = 0
@@ -79,8 +95,13 @@ class Adaptation:
         self._feedback_at = now
         if feedback.remb is not None:
             self.remb, self._remb_at = feedback.remb, now
+            self._rembs.append((now, feedback.remb))
+            while self._rembs and now - self._rembs[0][0] > 4.0:
+                self._rembs.popleft()
         if feedback.fraction_lost is not None:
-            self.loss = feedback.fraction_lost
+            self.loss = self._windowed_loss(now, feedback)
+        if feedback.rtt is not None:
+            self._note_rtt(now, feedback.rtt)
         self.nacks += feedback.nacked
         if feedback.keyframe_request:
             self._pli_times.append(now)
@@ -97,6 +118,37 @@ class Adaptation:
             self.plis_passed += 1
             return True
         return False
+
+    def _windowed_loss(self, now: float, feedback: Feedback) -> float:
+        """The share of packets lost over the last second or so, from the reports' cumulative counts.
+        (A browser sends a report with every NACK: one report's own fraction covers milliseconds.)"""
+        if feedback.packets_lost is None or feedback.highest_sequence is None:
+            return feedback.fraction_lost or 0.0
+        reports = self._reports
+        reports.append((now, feedback.packets_lost, feedback.highest_sequence))
+        while len(reports) > 2 and now - reports[1][0] >= self.settings.loss_window:
+            reports.popleft()
+        _, lost0, seq0 = reports[0]
+        _, lost1, seq1 = reports[-1]
+        expected = seq1 - seq0
+        if expected <= 0:
+            return self.loss if len(reports) > 1 else (feedback.fraction_lost or 0.0)
+        return max(0.0, min(1.0, (lost1 - lost0) / expected))
+
+    def _note_rtt(self, now: float, rtt: float) -> None:
+        self.rtt = rtt
+        floor = self._rtt_floor
+        if floor is not None:
+            floor += 0.002 * (now - self._rtt_floor_at)  # a route may change: forget the old floor slowly
+        if floor is None or rtt < floor:
+            floor = rtt
+        self._rtt_floor, self._rtt_floor_at = floor, now
+
+    @property
+    def queueing(self) -> bool:
+        """The round trip is well above the link's own: packets wait in a queue on the way."""
+        return self.rtt is not None and self._rtt_floor is not None \
+            and self.rtt > self._rtt_floor + self.settings.rtt_margin
 
     # -- the decision ----------------------------------------------------------------------------
     def sent_bps(self, now: float | None = None) -> float:
@@ -129,7 +181,9 @@ class Adaptation:
         levels = self.track.levels
         level = self.current
         if why is not None:
-            if level < len(levels) - 1 and now - self._last_switch >= s.settle:
+            probing = self._probe_started is not None and now - self._probe_started <= s.probe_window
+            wait = s.probe_settle if probing else s.settle
+            if level < len(levels) - 1 and now - self._last_switch >= wait:
                 if self._probe_started is not None and now - self._probe_started <= s.probe_window:
                     self._hold = min(s.max_hold, self._hold * 2)  # the step up failed: wait longer
                 else:
@@ -141,27 +195,57 @@ class Adaptation:
             self._probe_started = None  # the step up held
             self._hold = s.hold
         if level > 0 and self.track.target is None and now - self._last_switch >= self._hold \
-                and self.loss <= s.loss_quiet:
+                and self.loss <= s.loss_quiet and not self.queueing and self._room(now, sent):
             self._probe_started = now
-            self._switch(now, level - 1, "quiet link, trying the next rendition up")
+            self._switch(now, level - 1, "quiet link with room, trying the next rendition up")
+
+    def _room(self, now: float, sent: float) -> bool:
+        """Whether the link seems to have room for more: the receiver's estimate is well above what
+        it gets. Without estimates (a receiver that sends no REMB), or after the longest hold, a
+        quiet link is reason enough to try."""
+        stale = self.remb is None or now - self._remb_at > 3.0
+        if stale or now - self._last_switch >= self.settings.max_hold:
+            return True
+        assert self.remb is not None
+        return self.remb >= self.settings.headroom * sent
 
     def _trouble(self, now: float, sent: float) -> str | None:
         """Why the link is failing now, or None."""
         s = self.settings
         # Reports cover the second or so before they were sent: until the new rendition has
         # flowed that long, its loss and PLIs still describe the old one.
-        fresh_reports = not self._moving and now - self._arrived >= s.settle
+        probing = self._probe_started is not None and now - self._probe_started <= s.probe_window
+        # A step up is judged quickly: its reports count after probe_settle, and the viewer goes
+        # back before the queue it builds costs more than a moment of picture.
+        fresh_reports = not self._moving and now - self._arrived >= (s.probe_settle if probing else s.settle)
         if fresh_reports and self.loss >= s.loss_down:
             return f"{self.loss:.0%} of packets lost"
         if fresh_reports and sum(1 for t in self._pli_times if t >= self._arrived) >= s.pli_burst:
             return f"{len(self._pli_times)} picture-loss requests in {s.pli_window:g} s"
+        if probing and fresh_reports and self.queueing:
+            # Only against a step up: a queue left by an earlier rate takes a while to drain.
+            assert self.rtt is not None and self._rtt_floor is not None
+            return f"round trip {self.rtt * 1000:.0f} ms, {self._rtt_floor * 1000:.0f} ms without a queue"
         first = self.track.first_packet_at or now
         silent_since = self._feedback_at if self._feedback_at is not None else first
         if now - silent_since > s.silence and now - self._last_switch >= s.silence:
             return f"no reports from the viewer for {now - silent_since:.1f} s"
         fresh = now - self._remb_at < 3.0
-        if fresh and self.remb is not None and sent > 0 and now - first >= s.startup_grace \
-                and now - self._last_switch >= s.settle and self.remb < s.remb_margin * sent:
+        # What was sent must be the current rendition's alone, and a step up's rate new to the
+        # estimate is given the probe window to be seen.
+        measured = not self._moving and now - self._arrived >= s.rate_window + 0.5
+        # An estimate below the rate is a signal when it falls (the receiver saw the link
+        # overused), not while it climbs towards a rate it has just begun to get.
+        falling = bool(self._rembs) and self.remb is not None \
+            and self.remb <= 0.9 * max(r for _, r in self._rembs)
+        below = fresh and self.remb is not None and sent > 0 and now - first >= s.startup_grace \
+            and measured and falling and self.remb < s.remb_margin * sent
+        if not below:
+            self._below_since = None
+        elif self._below_since is None:
+            self._below_since = now
+        elif now - self._below_since >= s.confirm:  # one low estimate may be a receiver's hiccup
+            assert self.remb is not None
             return f"estimate {self.remb / 1000:.0f} kbit/s below the {sent / 1000:.0f} kbit/s sent"
         return None
 
@@ -186,8 +270,8 @@ class Adaptation:
         self.reason = why
         self.track.switch_to(level)
         after = levels[level].name
-        log.info("viewer moves %s → %s: %s", before, after, why,
-                 extra={"event": "rendition_switch", "from": before, "to": after})
+        log.info("%s moves %s → %s: %s", self.viewer, before, after, why,
+                 extra={"event": "rendition_switch", "from": before, "to": after, "viewer": self.viewer})
         if self._on_switch is not None:
             self._on_switch(before, after, why)
 
@@ -201,6 +285,7 @@ class Adaptation:
             "estimate_bps": self.remb,
             "sent_bps": round(self.sent_bps()),
             "loss": round(self.loss, 3),
+            "rtt_ms": round(self.rtt * 1000, 1) if self.rtt is not None else None,
             "nacks": self.nacks,
             "plis_passed": self.plis_passed,
             "switches_down": self.switches_down,

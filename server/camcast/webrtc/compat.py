@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -46,7 +47,10 @@ class Feedback:
 
     remb: int | None = None  # receiver-estimated maximum bitrate, bits/s
     fraction_lost: float | None = None  # from a receiver report: 0..1 since the previous report
+    packets_lost: int | None = None  # cumulative, from the same report
+    highest_sequence: int | None = None  # extended highest sequence number received
     jitter: int | None = None  # RTP timestamp units (90 kHz for video)
+    rtt: float | None = None  # s, the round trip this receiver report measures
     nacked: int = 0  # packets asked for again
     keyframe_request: bool = False  # PLI or FIR
 
@@ -58,29 +62,45 @@ def route_keyframe_requests(sender: RTCRtpSender, handler: Callable[[], None]) -
 
 
 def observe_rtcp(sender: RTCRtpSender, on_feedback: Callable[[Feedback], None]) -> None:
-    """Call `on_feedback` for every RTCP packet about this sender's stream, before aiortc handles
+    """Call `on_feedback` for every RTCP packet about this sender's stream, after aiortc handled
     it as usual (retransmissions for NACKs included). aiortc drops REMB when it has no encoder of
-    its own; the receiver reports' loss and jitter are otherwise only in its stats."""
+    its own; the receiver reports' loss, jitter and round trip are otherwise only in its stats."""
     original: Callable[..., Awaitable[None]] = sender._handle_rtcp_packet
     ssrc = sender._ssrc
 
     async def handle(packet: object) -> None:
         try:
             feedback = _feedback(packet, ssrc)
-            if feedback is not None:
-                on_feedback(feedback)
+            if feedback is not None and feedback.fraction_lost is not None:
+                feedback.rtt = _round_trip(sender, packet, ssrc)
         except Exception as exc:  # a malformed report must not end the sender's RTCP loop
             log.debug("unreadable RTCP feedback: %r", exc)
+            feedback = None
         await original(packet)
+        if feedback is not None:
+            on_feedback(feedback)
 
     sender._handle_rtcp_packet = handle  # type: ignore[method-assign]
+
+
+def _round_trip(sender: RTCRtpSender, packet: object, ssrc: int) -> float | None:
+    """This report's own round trip (aiortc keeps only a heavily smoothed one, which lags a queue
+    building up by seconds): now minus the sender report it answers and the receiver's delay (RFC 3550)."""
+    lsr = getattr(sender, "_RTCRtpSender__lsr", None)
+    lsr_time = getattr(sender, "_RTCRtpSender__lsr_time", None)
+    for report in getattr(packet, "reports", ()):
+        if report.ssrc == ssrc and lsr is not None and lsr_time is not None and report.lsr == lsr \
+                and report.dlsr:
+            return max(0.0, time.time() - lsr_time - report.dlsr / 65536)
+    return None
 
 
 def _feedback(packet: object, ssrc: int) -> Feedback | None:
     if isinstance(packet, RtcpRrPacket | RtcpSrPacket):
         for report in packet.reports:
             if report.ssrc == ssrc:
-                return Feedback(fraction_lost=report.fraction_lost / 256, jitter=report.jitter)
+                return Feedback(fraction_lost=report.fraction_lost / 256, jitter=report.jitter,
+                                packets_lost=report.packets_lost, highest_sequence=report.highest_sequence)
         return None
     if isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
         return Feedback(nacked=len(packet.lost))
@@ -91,6 +111,34 @@ def _feedback(packet: object, ssrc: int) -> Feedback | None:
             bitrate, _ssrcs = unpack_remb_fci(packet.fci)
             return Feedback(remb=bitrate)
     return None
+
+
+class Retransmissions:
+    """NACKed packets are sent again from aiortc's history, except those `forget_sent()` names.
+
+    When a viewer moves to another rendition, the packets sent before the move belong to pictures
+    it will never decode (the new rendition starts at its own keyframe): on a link that was just
+    found too slow, sending them again would only delay that keyframe.
+    """
+
+    def __init__(self, sender: RTCRtpSender) -> None:
+        self._sender = sender
+        self._stale: set[int] = set()
+        self.skipped = 0
+        original: Callable[[int], Awaitable[None]] = sender._retransmit
+
+        async def retransmit(sequence_number: int) -> None:
+            if sequence_number in self._stale:
+                self.skipped += 1
+                return
+            await original(sequence_number)
+
+        sender._retransmit = retransmit  # type: ignore[method-assign]
+
+    def forget_sent(self) -> None:
+        """Never send again what was sent so far (called as the first packet of a move is handed over)."""
+        history = getattr(self._sender, "_RTCRtpSender__rtp_history", {})
+        self._stale = {packet.sequence_number for packet in history.values()}
 
 
 # -- the data channel ------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSession
 from camcast.control import ControlBus, Message, finite_number
 from camcast.webrtc.adapt import Adaptation
 from camcast.webrtc.channel import ControlChannel
-from camcast.webrtc.compat import guard_sctp, observe_rtcp, route_keyframe_requests
+from camcast.webrtc.compat import Retransmissions, guard_sctp, observe_rtcp, route_keyframe_requests
 from camcast.webrtc.offer import OfferError, codec_preferences
 from camcast.webrtc.track import Level, PacketTrack
 
@@ -81,7 +81,7 @@ class Peer:
         viewers = camera.viewers
         track = PacketTrack(levels, on_sent=lambda size: viewers.sent(VIEWER_KIND, size))
         camera.sessions.add(self)
-        adaptation = Adaptation(track, on_switch=camera.note_switch)
+        adaptation = Adaptation(track, on_switch=camera.note_switch, viewer=f"{self.id} ({camera.name})")
         self.feeds.append(CameraFeed(camera.name, camera, codec, track, adaptation=adaptation))
 
     def refuse_camera(self, name: str, camera: Camera | None, reason: str) -> None:
@@ -126,6 +126,7 @@ class Peer:
             route_keyframe_requests(sender, functools.partial(self._on_remote_keyframe_request, feed))
             if feed.adaptation is not None:
                 observe_rtcp(sender, feed.adaptation.on_feedback)
+                feed.track.on_switched = Retransmissions(sender).forget_sent
             ours.append(transceiver)
         if self.control is not None:
             pc.on("datachannel", self.control.adopt)

@@ -58,6 +58,7 @@ class PacketTrack(MediaStreamTrack):
         self._pending: Subscription[EncodedPacket] | None = None
         self._last_captured_us = -1
         self.switches = 0
+        self.on_switched: Callable[[], None] | None = None  # as a move's first packet is handed over
         self._on_sent = on_sent
         self._queue_frames = queue_frames
         # Subscribed on the first recv(), i.e. once the connection is up: the encoder starts then
@@ -193,6 +194,8 @@ class PacketTrack(MediaStreamTrack):
         self._generation = item.generation
         self._awaiting_keyframe = False
         self.switches += 1
+        if self.on_switched is not None:
+            self.on_switched()
 
     def _set_level(self, level: int) -> None:
         self.level = level
