@@ -7,15 +7,18 @@ aiortc changes, this is the one module to look at.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import aioice.ice
 from aiortc import RTCRtpSender, RTCSctpTransport
 from aiortc.codecs import CODECS, is_rtx
+from aiortc.exceptions import InvalidStateError
 from aiortc.rtcpeerconnection import find_common_codecs
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import (
@@ -164,6 +167,33 @@ def guard_sctp(sctp: RTCSctpTransport, on_invalid_text: Callable[[int], None]) -
             log.debug("dropped a malformed data-channel message: %r", exc)
 
     sctp._data_channel_receive = receive  # type: ignore[method-assign]
+
+
+# -- errors of aiortc's own tasks -------------------------------------------------------------------
+@contextlib.contextmanager
+def closed_connects_quiet(loop: asyncio.AbstractEventLoop) -> Iterator[None]:
+    """A session closed while ICE still connects (a WHEP DELETE, a client gone) leaves aiortc's own
+    connect task failing with InvalidStateError, which nobody awaits: asyncio would print its
+    traceback as an error. That is an ordinary end of a session: say it at debug level."""
+    previous = loop.get_exception_handler()
+
+    def handle(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exception = context.get("exception")
+        task = context.get("future")
+        coro = getattr(task, "get_coro", lambda: None)()
+        if isinstance(exception, InvalidStateError) and "__connect" in getattr(coro, "__qualname__", ""):
+            log.debug("a session closed while connecting: %s", exception)
+            return
+        if previous is not None:
+            previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handle)
+    try:
+        yield
+    finally:
+        loop.set_exception_handler(previous)
 
 
 # -- ICE host addresses ----------------------------------------------------------------------------

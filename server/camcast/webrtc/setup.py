@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
 from camcast.appkeys import PEERS
+from camcast.webrtc.compat import closed_connects_quiet
 from camcast.webrtc.iceconfig import offered_host_addresses
 from camcast.webrtc.options import WebRtcOptions
 from camcast.webrtc.registry import PeerRegistry
@@ -20,7 +22,8 @@ def setup_webrtc(app: web.Application, options: WebRtcOptions) -> None:
     app[PEERS] = registry
 
     async def webrtc_ctx(app: web.Application) -> AsyncIterator[None]:
-        with offered_host_addresses(options.ice_addresses):
+        with offered_host_addresses(options.ice_addresses), \
+                closed_connects_quiet(asyncio.get_running_loop()):
             yield
             await registry.close_all()
 
