@@ -60,6 +60,8 @@ class Adaptation:
                  clock: Callable[[], float] = time.monotonic, viewer: str = "viewer") -> None:
         self.track = track
         self.viewer = viewer  # names it in the log
+        self.share: Callable[[], float] = lambda: 1.0  # of the connection's estimate that is this stream's
+        self.last_sent_bps = 0.0
         self.settings = settings or AdaptSettings()
         self._on_switch = on_switch  # (from rendition, to rendition, why)
         self._clock = clock
@@ -94,8 +96,11 @@ class Adaptation:
         now = self._clock()
         self._feedback_at = now
         if feedback.remb is not None:
-            self.remb, self._remb_at = feedback.remb, now
-            self._rembs.append((now, feedback.remb))
+            # REMB estimates the whole connection: a session carrying several cameras (the wall)
+            # gives each the share of it that its own stream takes.
+            remb = round(feedback.remb * self.share())
+            self.remb, self._remb_at = remb, now
+            self._rembs.append((now, remb))
             while self._rembs and now - self._rembs[0][0] > 4.0:
                 self._rembs.popleft()
         if feedback.fraction_lost is not None:
@@ -159,7 +164,8 @@ class Adaptation:
         while len(samples) > 2 and now - samples[1][0] >= self.settings.rate_window:
             samples.popleft()
         (t0, b0), (t1, b1) = samples[0], samples[-1]
-        return (b1 - b0) * 8 / (t1 - t0) if t1 - t0 >= 0.5 else 0.0
+        self.last_sent_bps = (b1 - b0) * 8 / (t1 - t0) if t1 - t0 >= 0.5 else 0.0
+        return self.last_sent_bps
 
     @property
     def current(self) -> int:

@@ -82,7 +82,16 @@ class Peer:
         track = PacketTrack(levels, on_sent=lambda size: viewers.sent(VIEWER_KIND, size))
         camera.sessions.add(self)
         adaptation = Adaptation(track, on_switch=camera.note_switch, viewer=f"{self.id} ({camera.name})")
+        adaptation.share = functools.partial(self._estimate_share, adaptation)
         self.feeds.append(CameraFeed(camera.name, camera, codec, track, adaptation=adaptation))
+
+    def _estimate_share(self, adaptation: Adaptation) -> float:
+        """The part of this connection's bandwidth estimate that `adaptation`'s stream takes."""
+        rates = [f.adaptation.last_sent_bps for f in self.live_feeds if f.adaptation is not None]
+        total = sum(rates)
+        if len(rates) <= 1:
+            return 1.0
+        return adaptation.last_sent_bps / total if total > 0 else 1.0 / len(rates)
 
     def refuse_camera(self, name: str, camera: Camera | None, reason: str) -> None:
         """The next video m-line is answered inactive: `reason` says why (the wall shows it)."""
