@@ -7,6 +7,7 @@ import { HttpError, cameraPath } from "/client/api.js";
 
 const GATHER_TIMEOUT_MS = 1000;
 const DISCONNECT_GRACE_MS = 2000;
+const END_PATIENCE_MS = 1000; // how long a closing session waits for the server's goodbye
 
 export function webrtcSupported() {
   return typeof RTCPeerConnection === "function";
@@ -183,27 +184,41 @@ export class WebRtcSession {
     this.closed = true;
     this.abort.abort();
     clearTimeout(this.disconnectTimer);
+    if (this.stream) for (const track of this.stream.getTracks()) track.stop();
+    // The server ends a session whose channel closes, so a DELETE sent after the close would
+    // find nothing (a 404 in the console): ask first, then hang up.
+    const ended = this.endOnServer();
+    if (!ended) {
+      this.hangUp();
+      return;
+    }
+    const patience = new Promise((resolve) => setTimeout(resolve, END_PATIENCE_MS));
+    Promise.race([ended, patience]).then(() => this.hangUp());
+  }
+
+  hangUp() {
     try {
       if (this.channel) this.channel.close();
     } catch {
       // already closed
     }
-    if (this.stream) for (const track of this.stream.getTracks()) track.stop();
     if (this.pc) this.pc.close();
-    this.endOnServer();
   }
 
+  // The DELETE's promise, or null when the server never gave this session an id.
   endOnServer() {
-    if (!this.id) return;
-    endSession(this.api, cameraPath(`/whep/${encodeURIComponent(this.id)}`));
+    if (!this.id) return null;
+    const ended = endSession(this.api, cameraPath(`/whep/${encodeURIComponent(this.id)}`));
     this.id = null;
+    return ended;
   }
 }
 
 // Without this the server holds a session until ICE fails or times out. keepalive: the request
-// outlives the page when it closes on pagehide. A 404 (already gone) is fine.
+// outlives the page when it closes on pagehide. A 404 (already gone) is fine. Resolves when the
+// server has answered (or cannot be reached).
 export function endSession(api, path) {
-  fetch(path, api.withAuth({ method: "DELETE", keepalive: true })).catch(() => {
+  return fetch(path, api.withAuth({ method: "DELETE", keepalive: true })).then(() => {}, () => {
     // the server is gone: nothing left to end
   });
 }
