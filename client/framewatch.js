@@ -1,7 +1,7 @@
 // Follow the frames the page actually shows, on a <video> (requestVideoFrameCallback, else
 // requestAnimationFrame) or an MJPEG <img> (requestAnimationFrame), and read each frame's stamp.
 
-import { StampReader } from "/client/stamp.js";
+import { StampReader, bandRows } from "/client/stamp.js";
 
 const THUMB_W = 24;
 const THUMB_H = 18;
@@ -16,6 +16,7 @@ export class FrameWatcher {
     this.thumb.height = THUMB_H;
     this.thumbCtx = this.thumb.getContext("2d", { willReadFrequently: true, alpha: false });
     this.cancel = null;
+    this.captureWidth = 0; // the camera's own width, once known: smaller pictures carry a thinner band
   }
 
   watch(element) {
@@ -85,7 +86,7 @@ export class FrameWatcher {
 
   safeRead(element, width, height) {
     try {
-      return this.reader.read(element, width, height);
+      return this.reader.read(element, width, height, bandRows(width, this.captureWidth));
     } catch {
       return { stamp: null, signature: 0 }; // e.g. a frame not decodable yet
     }

@@ -1,7 +1,9 @@
-// Read the frame stamp (see DESIGN.md): the top 16 rows hold 64 equal cells across the full width;
-// cell i is white where bit 63-i of the capture time (µs since the epoch) is 1.
+// Read the frame stamp (README, "Frame stamp"): the top 16 rows hold 64 equal cells across the full width;
+// cell i is white where bit 63-i of the capture time (µs since the epoch) is 1. A scaled-down
+// picture (a smaller WebRTC rendition, an MJPEG variant) carries the band scaled with it.
 
 const STAMP_ROWS = 16;
+const MIN_ROWS = 2; // a band scaled below this is too thin to read
 const CELLS = 64;
 const CELL_PX = 8; // canvas pixels per cell: room to average a centre patch, away from the edges
 const BAND_PX = 8; // canvas rows for the 16-row band
@@ -18,10 +20,11 @@ export class StampReader {
   }
 
   // Returns { stamp: BigInt µs | null, signature: number } for the picture now shown by `source`
-  // (a <video> or <img>). The signature changes whenever the band changes, stamp or not.
-  read(source, width, height) {
-    if (!width || height < STAMP_ROWS) return { stamp: null, signature: 0 };
-    this.ctx.drawImage(source, 0, 0, width, STAMP_ROWS, 0, 0, this.canvas.width, BAND_PX);
+  // (a <video> or <img>), whose band is `rows` high. The signature changes whenever the band
+  // changes, stamp or not.
+  read(source, width, height, rows = STAMP_ROWS) {
+    if (!width || height < rows) return { stamp: null, signature: 0 };
+    this.ctx.drawImage(source, 0, 0, width, rows, 0, 0, this.canvas.width, BAND_PX);
     const data = this.ctx.getImageData(0, 0, this.canvas.width, BAND_PX).data;
     let hi = 0;
     let lo = 0;
@@ -49,6 +52,13 @@ export class StampReader {
     const stamp = (BigInt(hi >>> 0) << 32n) | BigInt(lo >>> 0);
     return { stamp, signature };
   }
+}
+
+// The band's height in a picture `width` wide of a camera capturing `captureWidth` wide (0 when
+// not known yet: taken as full size).
+export function bandRows(width, captureWidth) {
+  if (!captureWidth || !width || width >= captureWidth) return STAMP_ROWS;
+  return Math.max(MIN_ROWS, Math.round((STAMP_ROWS * width) / captureWidth));
 }
 
 // Capture-to-display latency in ms from a stamp, or null when the stamp is implausible.
