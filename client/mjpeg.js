@@ -1,5 +1,5 @@
 // The MJPEG fallback: the page's <img id="mjpeg"> pointed at the camera's video.mjpg (with ?token=
-// if needed).
+// if needed), at the camera's own size or a lighter variant (?width=&quality=).
 
 import { cameraPath } from "/client/api.js";
 
@@ -9,6 +9,7 @@ export class MjpegView {
     this.api = api;
     this.active = false;
     this.loads = 0;
+    this.params = {}; // the variant's query parameters; none for the camera's own stream
     // A failed load would show a broken-image icon and the alt text: hide the <img> until a frame.
     img.addEventListener("error", () => {
       img.classList.add("broken");
@@ -21,12 +22,24 @@ export class MjpegView {
     });
   }
 
-  start() {
+  start(params = this.params) {
     this.active = true;
+    this.params = params;
     this.img.classList.add("broken"); // until its first frame
+    this.load();
+  }
+
+  // Another variant: the picture on screen stays until the new stream's first frame replaces it.
+  switchTo(params) {
+    this.params = params;
+    if (this.active) this.load();
+  }
+
+  load() {
     this.loads += 1;
     // A fresh URL each time: re-setting the same src would not open a new connection.
-    this.img.src = this.api.url(cameraPath("/video.mjpg"), this.loads > 1 ? { n: this.loads } : {});
+    const extra = this.loads > 1 ? { ...this.params, n: this.loads } : { ...this.params };
+    this.img.src = this.api.url(cameraPath("/video.mjpg"), extra);
   }
 
   restart() {
