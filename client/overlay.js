@@ -1,4 +1,7 @@
-// The stats overlay in a corner of the picture: transport, codec, size, fps, latency, RTT.
+// The stats overlay in a corner of the picture: transport, codec, size, fps, the WebRTC rendition
+// (and the server's estimate of the link) or the MJPEG variant, latency, RTT.
+
+import { formatBitrate } from "/client/rendition.js";
 
 const STORAGE_KEY = "camcast.overlay";
 const TRANSPORT_NAMES = { webrtc: "WebRTC", mjpeg: "MJPEG" };
@@ -16,12 +19,23 @@ function readVisible() {
   }
 }
 
+// Why the picture has the size it has: "rendition medium → low · est 420 kbit/s", "variant 320 px · q50".
+function describeLevel(state) {
+  if (state.transport === "webrtc" && state.rendition) {
+    const moving = state.switchingTo && state.switchingTo !== state.rendition ? ` → ${state.switchingTo}` : "";
+    const estimate = formatBitrate(state.estimateBps);
+    return `rendition ${state.rendition}${moving}` + (estimate ? ` · est ${estimate}` : "");
+  }
+  if (state.transport === "mjpeg" && state.mjpegVariant) return `variant ${state.mjpegVariant}`;
+  return "";
+}
+
 export class Overlay {
   constructor(element, toggleButton) {
     this.element = element;
     this.toggleButton = toggleButton;
     this.lines = [];
-    for (let i = 0; i < 4; i += 1) {
+    for (let i = 0; i < 5; i += 1) {
       const line = document.createElement("div");
       this.element.append(line);
       this.lines.push(line);
@@ -51,8 +65,9 @@ export class Overlay {
     const jitter = extra.jitterBufferMs != null ? `buffer ${Math.round(extra.jitterBufferMs)} ms` : "";
     this.set(0, codec && codec !== transport ? `${transport} · ${codec}` : transport);
     this.set(1, [size, fps].filter(Boolean).join(" · "));
-    this.set(2, `latency ${latency}`);
-    this.set(3, [rtt, jitter].filter(Boolean).join(" · "));
+    this.set(2, describeLevel(state));
+    this.set(3, `latency ${latency}`);
+    this.set(4, [rtt, jitter].filter(Boolean).join(" · "));
   }
 
   set(index, text) {
