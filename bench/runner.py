@@ -21,7 +21,7 @@ from bench.report import Section
 from bench.serverproc import REPO_ROOT
 
 # Suites in report order; each is the module bench.suites.<name> with a SUITE attribute.
-SUITE_NAMES: tuple[str, ...] = ("mjpeg", "webrtc", "recording", "browser", "soak", "cameras")
+SUITE_NAMES: tuple[str, ...] = ("mjpeg", "webrtc", "recording", "browser", "soak", "cameras", "network")
 
 C = TypeVar("C")
 P = TypeVar("P")

@@ -10,7 +10,8 @@ the sender's RTT, NACKs, PLIs; taken inside the server process by wrapping aiort
 RTCRtpSender._handle_rtcp_packet, the server itself unchanged), and what the viewer saw (frames
 decoded, capture-to-decode latency from the frame stamp, freezes; the aiortc viewer also logs the
 RTCP it sends, Chromium its getStats()). Writes a CSV and a JSON per run into /tmp/netprobe/ and
-prints a table per phase. Needs root.
+prints a table per phase. Needs root. The viewers are bench/network_viewer.py's (the network bench
+suite runs them too).
 
     python3 scripts/netprobe.py --viewer aiortc                       # 4 -> 1 -> 0.6 -> 4 Mbit/s, 20 s each
     python3 scripts/netprobe.py --viewer chromium --quick             # 8 s phases
@@ -21,10 +22,8 @@ prints a table per phase. Needs root.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import csv
-import itertools
 import json
 import os
 import runpy
@@ -34,73 +33,34 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from bench.network_viewer import Tail, jsonl_writer, rtcp_records  # noqa: E402 - after the path
+from bench.network_viewer import main as view_main  # noqa: E402
+
 OUT = Path("/tmp/netprobe")
 DEFAULT_PHASES = "4000:20,1000:20,600:20,4000:20"  # kbit/s:seconds
 QUICK_PHASES = "4000:8,1000:8,600:8,4000:8"
 PLAY_TIMEOUT = 40.0  # s for the viewer's first decoded frame (a busy machine, a slow first phase)
 CAPTURE = "640x480"
-VIDEO_CLOCK = 90.0  # RTP ticks per ms: receiver-report jitter is in these units
-
-
-def _jsonl_writer(path: str) -> Callable[[dict[str, Any]], None]:
-    out = open(path, "a", buffering=1)  # noqa: SIM115 - open for the life of the process
-
-    def write(record: dict[str, Any]) -> None:
-        out.write(json.dumps({"t": time.time(), **record}) + "\n")
-
-    return write
-
-
-def _rtcp_records(packet: Any, media_ssrc: int | None) -> Iterator[dict[str, Any]]:
-    """One record per piece of feedback in an aiortc RTCP packet object."""
-    from aiortc.rtp import (
-        RTCP_PSFB_APP,
-        RTCP_PSFB_FIR,
-        RTCP_PSFB_PLI,
-        RTCP_RTPFB_NACK,
-        RtcpPsfbPacket,
-        RtcpRrPacket,
-        RtcpRtpfbPacket,
-        RtcpSrPacket,
-        unpack_remb_fci,
-    )
-
-    if isinstance(packet, RtcpRrPacket | RtcpSrPacket):
-        for report in packet.reports:
-            if media_ssrc is None or report.ssrc == media_ssrc:
-                yield {"kind": "rr", "fraction_lost": report.fraction_lost / 256,
-                       "packets_lost": report.packets_lost, "highest_sequence": report.highest_sequence,
-                       "jitter_ms": report.jitter / VIDEO_CLOCK}
-                break
-    elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
-        yield {"kind": "nack", "count": len(packet.lost)}
-    elif isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_PLI:
-        yield {"kind": "pli"}
-    elif isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_FIR:
-        yield {"kind": "fir"}
-    elif isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
-        with contextlib.suppress(ValueError):
-            yield {"kind": "remb", "bps": unpack_remb_fci(packet.fci)[0]}
 
 
 # -- `netprobe.py tap LOG -- ARGS`: camcast with its video senders' incoming RTCP logged -----------
 def tap_main(log: str, camcast_args: list[str]) -> None:
     from aiortc.rtcrtpsender import RTCRtpSender
 
-    write = _jsonl_writer(log)
+    write = jsonl_writer(log)
     original = RTCRtpSender._handle_rtcp_packet
 
     async def handle(self: RTCRtpSender, packet: Any) -> None:
         await original(self, packet)
         if self.kind != "video":
             return
-        for record in _rtcp_records(packet, self._ssrc):
+        for record in rtcp_records(packet, self._ssrc):
             if record["kind"] == "rr":
                 rtt = getattr(self, "_RTCRtpSender__rtt", None)  # aiortc's smoothed RTT from RR
                 record["rtt_ms"] = None if rtt is None else rtt * 1000
@@ -112,221 +72,6 @@ def tap_main(log: str, camcast_args: list[str]) -> None:
     write({"kind": "start", "camcast": camcast.__file__})
     sys.argv = ["camcast", *camcast_args]
     runpy.run_module("camcast", run_name="__main__", alter_sys=True)
-
-
-# -- `netprobe.py view aiortc|chromium URL OUT`: one viewer, a JSON line a second ------------------
-async def _until_terminated() -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-
-
-async def aiortc_viewer(url: str, out: str, via: str, capture: tuple[int, int]) -> None:
-    import aiohttp
-    import cv2
-    from aiortc.rtcrtpreceiver import RTCRtpReceiver
-
-    import support.webrtc_viewer
-    from support.netlab import VIEWER_ADDRESS, ice_host_address
-    from support.webrtc_viewer import Viewer
-
-    # The stamp's 16 rows are capture pixels: read a smaller rendition's picture scaled back up.
-    read_stamp = support.webrtc_viewer.read_stamp
-    support.webrtc_viewer.read_stamp = lambda gray: read_stamp(  # type: ignore[assignment]
-        gray if gray.shape[1] == capture[0] else cv2.resize(gray, capture))
-
-    write = _jsonl_writer(out)
-    sent: list[dict[str, Any]] = []  # the RTCP this viewer sends (what the server should receive)
-    original = RTCRtpReceiver._send_rtcp
-
-    async def send_rtcp(self: RTCRtpReceiver, packet: Any) -> None:
-        sent.extend(_rtcp_records(packet, None))
-        await original(self, packet)
-
-    RTCRtpReceiver._send_rtcp = send_rtcp  # type: ignore[method-assign]
-    with ice_host_address(VIEWER_ADDRESS):
-        async with aiohttp.ClientSession() as http:
-            viewer = Viewer(url, control=via == "offer")
-            await viewer.connect(http, via=via)
-            sampler = asyncio.get_running_loop().create_task(_sample_aiortc(viewer, sent, write))
-            try:
-                await _until_terminated()
-            finally:
-                sampler.cancel()
-                if viewer.session_url is not None:
-                    with contextlib.suppress(Exception):
-                        await viewer.delete(http)
-                await viewer.close()
-
-
-async def _sample_aiortc(viewer: Any, sent: list[dict[str, Any]], write: Callable[..., None]) -> None:
-    seen = 0
-    last_arrival: float | None = None
-    remb = loss = jitter = None
-    while True:
-        await asyncio.sleep(1.0)
-        frames = viewer.frames[seen:]
-        seen += len(frames)
-        if frames and last_arrival is None:
-            write({"event": "playing"})
-        # The longest wait for a frame this second (a freeze shows as a gap near or over 1000 ms).
-        arrivals = ([last_arrival] if last_arrival is not None else []) + [f.arrived for f in frames]
-        gaps = [b - a for a, b in itertools.pairwise(arrivals)]
-        if last_arrival is not None:
-            gaps.append(time.monotonic() - arrivals[-1])
-        last_arrival = arrivals[-1] if arrivals else None
-        news, sent[:] = sent[:], []
-        for record in news:
-            if record["kind"] == "remb":
-                remb = record["bps"]
-            elif record["kind"] == "rr":
-                loss, jitter = record["fraction_lost"], record["jitter_ms"]
-        # A picture too small or blurred to carry its stamp reads as nonsense: keep plausible ones.
-        latencies = [f.latency_ms for f in frames if f.latency_ms is not None and 0 < f.latency_ms < 60_000]
-        last = viewer.frames[-1] if viewer.frames else None
-        write({
-            "fps": len(frames),
-            "frames": len(viewer.frames),
-            "keyframes": sum(f.key for f in frames),
-            "latency_ms": statistics.median(latencies) if latencies else None,
-            "gap_ms": max(gaps) * 1000 if gaps else None,
-            "size": f"{last.width}x{last.height}" if last else None,
-            "remb_kbps": remb / 1000 if remb is not None else None,
-            "loss": loss,
-            "jitter_ms": jitter,
-            "nacks": sum(r["count"] for r in news if r["kind"] == "nack"),
-            "plis": sum(1 for r in news if r["kind"] == "pli"),
-        })
-
-
-WHEP_JS = """async () => {
-  const pc = new RTCPeerConnection();
-  window.__pc = pc;
-  pc.addTransceiver("video", {direction: "recvonly"});
-  const video = document.createElement("video");
-  Object.assign(video, {muted: true, autoplay: true, playsInline: true});
-  document.body.appendChild(video);
-  pc.ontrack = (e) => { video.srcObject = e.streams[0] || new MediaStream([e.track]); };
-  await pc.setLocalDescription(await pc.createOffer());
-  await new Promise((done) => {
-    if (pc.iceGatheringState === "complete") return done();
-    pc.addEventListener("icegatheringstatechange", () => pc.iceGatheringState === "complete" && done());
-    setTimeout(done, 5000);
-  });
-  const answer = await fetch("/whep", {method: "POST", headers: {"Content-Type": "application/sdp"},
-                                       body: pc.localDescription.sdp});
-  if (answer.status !== 201) throw new Error(`WHEP answered ${answer.status}: ${await answer.text()}`);
-  window.__whep = answer.headers.get("Location");
-  await pc.setRemoteDescription({type: "answer", sdp: await answer.text()});
-}"""
-
-# The player makes its own RTCPeerConnection: keep a reference to every one made in the page.
-PC_HOOK_JS = """(() => {
-  const Native = window.RTCPeerConnection;
-  window.__pcs = [];
-  window.RTCPeerConnection = function (...args) {
-    const pc = new Native(...args);
-    window.__pcs.push(pc);
-    return pc;
-  };
-  window.RTCPeerConnection.prototype = Native.prototype;
-})();"""
-
-STATS_JS = """async ([captureWidth, captureHeight]) => {
-  const pc = window.__pc || (window.__pcs || []).at(-1);
-  if (!pc) return null;
-  const out = {state: pc.connectionState};
-  const keep = ["framesDecoded", "framesReceived", "framesDropped", "keyFramesDecoded", "freezeCount",
-                "totalFreezesDuration", "pauseCount", "totalPausesDuration", "packetsLost",
-                "packetsReceived", "nackCount", "pliCount", "firCount", "jitter", "jitterBufferDelay",
-                "jitterBufferEmittedCount", "bytesReceived", "frameWidth", "frameHeight", "framesPerSecond"];
-  (await pc.getStats()).forEach((s) => {
-    if (s.type === "inbound-rtp" && s.kind === "video") for (const k of keep) out[k] = s[k];
-    if (s.type === "candidate-pair" && s.nominated && s.state === "succeeded") {
-      out.rtt = s.currentRoundTripTime;
-      out.availableIncomingBitrate = s.availableIncomingBitrate;
-    }
-  });
-  const video = document.querySelector("video");
-  if (video && video.videoWidth) {
-    window.__stamp = window.__stamp || await import("/client/stamp.js");
-    window.__reader = window.__reader || new window.__stamp.StampReader();
-    // The stamp's 16 rows are capture pixels: bring a smaller rendition back to the capture size.
-    const canvas = window.__canvas = window.__canvas || document.createElement("canvas");
-    Object.assign(canvas, {width: captureWidth, height: captureHeight});
-    canvas.getContext("2d").drawImage(video, 0, 0, captureWidth, captureHeight);
-    const {stamp} = window.__reader.read(canvas, captureWidth, captureHeight);
-    out.latency_ms = window.__stamp.latencyFromStamp(stamp, Date.now());
-  }
-  return out;
-}"""
-
-
-async def chromium_viewer(url: str, out: str, page_kind: str, capture: tuple[int, int]) -> None:
-    from playwright.async_api import async_playwright
-
-    from support.browser import launch_chromium, open_page
-
-    write = _jsonl_writer(out)
-    async with async_playwright() as playwright:
-        browser = await launch_chromium(playwright)
-        try:
-            async with open_page(browser, url) as page:
-                if page_kind == "player":
-                    await page.add_init_script(PC_HOOK_JS)
-                    await page.goto(url)
-                else:
-                    await page.goto(url + "healthz")  # any page of the server's origin: WHEP is same-origin
-                    await page.evaluate(WHEP_JS)
-                sampler = asyncio.get_running_loop().create_task(_sample_chromium(page, write, capture))
-                try:
-                    await _until_terminated()
-                finally:
-                    sampler.cancel()
-                    if page_kind == "whep":
-                        with contextlib.suppress(Exception):
-                            await page.evaluate("() => fetch(window.__whep, {method: 'DELETE'})")
-                    write({"errors": page.errors})  # type: ignore[attr-defined]
-        finally:
-            await browser.close()
-
-
-async def _sample_chromium(page: Any, write: Callable[..., None], capture: tuple[int, int]) -> None:
-    previous: dict[str, Any] = {}
-    playing = False
-    while True:
-        await asyncio.sleep(1.0)
-        stats = await page.evaluate(STATS_JS, list(capture)) or {}
-        if stats.get("framesDecoded") and not playing:
-            playing = True
-            write({"event": "playing"})
-
-        def delta(key: str, stats: dict[str, Any] = stats, previous: dict[str, Any] = previous) -> Any:
-            return None if stats.get(key) is None else stats[key] - (previous.get(key) or 0)
-
-        width, height = stats.get("frameWidth"), stats.get("frameHeight")
-        emitted = delta("jitterBufferEmittedCount")
-        record = {
-            "fps": delta("framesDecoded"),
-            "frames": stats.get("framesDecoded"),
-            "keyframes": delta("keyFramesDecoded"),
-            "latency_ms": stats.get("latency_ms"),
-            "size": f"{width}x{height}" if width else None,
-            "freezes": stats.get("freezeCount"),
-            "freeze_s": stats.get("totalFreezesDuration"),
-            "lost": delta("packetsLost"),
-            "nacks": delta("nackCount"),
-            "plis": delta("pliCount"),
-            "jitter_ms": stats["jitter"] * 1000 if stats.get("jitter") is not None else None,
-            "jb_delay_ms": (delta("jitterBufferDelay") or 0) / emitted * 1000 if emitted else None,
-            "rtt_ms": stats["rtt"] * 1000 if stats.get("rtt") is not None else None,
-            "kbps": (delta("bytesReceived") or 0) * 8 / 1000,
-            "state": stats.get("state"),
-        }
-        previous = stats
-        write(record)
 
 
 # -- the run ----------------------------------------------------------------------------------------
@@ -342,27 +87,6 @@ def parse_phases(text: str) -> list[Phase]:
         kbps, _, seconds = part.partition(":")
         phases.append(Phase(int(kbps), int(seconds)))
     return phases
-
-
-class Tail:
-    """New JSON lines of a file that another process appends to."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.offset = 0
-        self.records: list[dict[str, Any]] = []
-
-    def read(self) -> list[dict[str, Any]]:
-        if not self.path.exists():
-            return []
-        with open(self.path) as f:
-            f.seek(self.offset)
-            text = f.read()
-        complete = text[: text.rfind("\n") + 1]
-        self.offset += len(complete.encode())
-        new = [json.loads(line) for line in complete.splitlines() if line.strip()]
-        self.records.extend(new)
-        return new
 
 
 def export_revision(rev: str) -> Path:
@@ -630,21 +354,8 @@ def main() -> None:
         split = sys.argv.index("--")
         tap_main(sys.argv[2], sys.argv[split + 1:])
         return
-    if len(sys.argv) > 1 and sys.argv[1] == "view":
-        parser = argparse.ArgumentParser(prog="netprobe.py view")
-        parser.add_argument("kind", choices=["aiortc", "chromium"])
-        parser.add_argument("url")
-        parser.add_argument("out")
-        parser.add_argument("--via", default="whep")
-        parser.add_argument("--page", default="whep")
-        parser.add_argument("--capture", default=CAPTURE)
-        a = parser.parse_args(sys.argv[2:])
-        width, _, height = a.capture.partition("x")
-        capture = (int(width), int(height))
-        if a.kind == "aiortc":
-            asyncio.run(aiortc_viewer(a.url, a.out, a.via, capture))
-        else:
-            asyncio.run(chromium_viewer(a.url, a.out, a.page, capture))
+    if len(sys.argv) > 1 and sys.argv[1] == "view":  # the viewer process, in the viewer's namespace
+        view_main(sys.argv[2:])
         return
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
