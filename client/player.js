@@ -371,6 +371,9 @@ class Player {
     this.state.codec = null;
     this.state.state = "connecting";
     this.state.framesDecoded = 0;
+    // Until the new transport's first frame: the old one's size would name the wrong rendition.
+    this.state.width = 0;
+    this.state.height = 0;
     this.fps.reset();
     this.latency.reset();
     this.health.reset();
