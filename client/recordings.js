@@ -36,6 +36,8 @@ export class RecordingsPanel {
     this.playerName = this.player.querySelector(".recording-player-name");
     this.activeName = null; // being written now: not playable or deletable yet
     this.playing = null;
+    this.armed = null; // the recording whose Delete was clicked once: a second click deletes it
+    this.disarmTimer = null;
     this.loading = false;
     this.again = false;
 
@@ -139,6 +141,13 @@ export class RecordingsPanel {
     for (const control of row.querySelectorAll("button")) control.disabled = active;
     const download = row.querySelector("[data-action=download]");
     if (download) download.classList.toggle("disabled", active);
+    const remove = row.querySelector("[data-action=delete]");
+    if (remove) {
+      const armed = row.dataset.name === this.armed;
+      remove.classList.toggle("confirm", armed);
+      remove.textContent = armed ? "Delete?" : "Delete";
+      remove.title = armed ? `Click again to delete ${row.dataset.name}` : "";
+    }
   }
 
   play(name) {
@@ -162,19 +171,20 @@ export class RecordingsPanel {
     for (const row of this.list.children) this.decorateRow(row);
   }
 
-  // Two clicks: the first arms the button for a few seconds, the second deletes.
+  // Two clicks: the first arms the button for a few seconds, the second deletes. The arming
+  // belongs to the recording, not the button, so a refresh of the list in between keeps it.
   confirmDelete(button, name) {
-    if (!button.classList.contains("confirm")) {
-      button.classList.add("confirm");
-      button.textContent = "Delete?";
-      button.title = `Click again to delete ${name}`;
-      setTimeout(() => {
-        button.classList.remove("confirm");
-        button.textContent = "Delete";
-        button.title = "";
+    clearTimeout(this.disarmTimer);
+    if (this.armed !== name) {
+      this.armed = name;
+      this.disarmTimer = setTimeout(() => {
+        this.armed = null;
+        for (const row of this.list.children) this.decorateRow(row);
       }, CONFIRM_MS);
+      for (const row of this.list.children) this.decorateRow(row);
       return;
     }
+    this.armed = null;
     this.remove(name, button);
   }
 
