@@ -24,6 +24,7 @@ from playwright.async_api import Browser, Page, async_playwright
 from support.browser import CHROMIUM, CHROMIUM_ARGS, open_page
 from support.netlab import NetLab, Side, anetlab, launch_server
 from support.server import ServerProcess
+from support.waiting import eventually
 from test_player import (
     PLAYING_WEBRTC,
     WAIT,
@@ -115,6 +116,7 @@ async def test_a_stalled_stream_is_said_so_then_plays_light_mjpeg_then_webrtc_ag
         await until(page, PLAYING_WEBRTC, timeout=WAIT + 15)
         assert await page.evaluate("window.camcastPlayer.active.id") != first_id
         assert await page.get_attribute("#mjpeg", "src") is None
+        await until(page, "window.camcast.rendition === 'high'")
         assert await page.is_hidden("#link-note")
         state = await readings(page)
         assert not state["degraded"] and state["link"] == "ok"
@@ -293,7 +295,8 @@ async def test_mjpeg_on_a_slow_link_steps_down_then_back_up_when_it_is_fast_agai
         await until(page, f"window.camcast.mjpegLevel < {level} && window.camcast.state === 'playing'",
                     timeout=WAIT + 25)
         await until(page, f"document.getElementById('mjpeg').naturalWidth > {width}")
-        status = await lab.server.acall(server.status)
-        assert status["viewers"]["mjpeg"] == 1, status["viewers"]
+        # Each switch opened a new stream; the one it replaced is closed.
+        await eventually(lambda: lab.server.acall(server.status), WAIT, "one MJPEG viewer left",
+                         until=lambda status: status["viewers"]["mjpeg"] == 1)
         assert page_errors(page) == []
         assert unexpected(failed) == []
