@@ -206,14 +206,20 @@ class Adaptation:
             self._switch(now, level - 1, "quiet link with room, trying the next rendition up")
 
     def _room(self, now: float, sent: float) -> bool:
-        """Whether the link seems to have room for more: the receiver's estimate is well above what
-        it gets. Without estimates (a receiver that sends no REMB), or after the longest hold, a
-        quiet link is reason enough to try."""
+        """Whether the link seems to have room for the next rendition up. A receiver's estimate
+        that reaches most of that rendition's bitrate says so; one at its ceiling (about 1.5x what
+        it gets: it cannot see further) says maybe, so that try waits twice the hold. Without
+        estimates (a receiver that sends no REMB), or after the longest hold, a quiet link is
+        reason enough to try."""
         stale = self.remb is None or now - self._remb_at > 3.0
         if stale or now - self._last_switch >= self.settings.max_hold:
             return True
         assert self.remb is not None
-        return self.remb >= self.settings.headroom * sent
+        levels = self.track.levels
+        if self.remb >= 0.8 * levels[max(0, self.current - 1)].bitrate:
+            return True
+        s = self.settings
+        return self.remb >= s.headroom * sent and now - self._last_switch >= 2 * s.hold
 
     def _trouble(self, now: float, sent: float) -> str | None:
         """Why the link is failing now, or None."""
