@@ -74,6 +74,8 @@ export class Tile {
 
   update(camera) {
     this.camera = camera;
+    // Smaller renditions carry a thinner stamp band: the watcher reads it at the camera's scale.
+    this.watcher.captureWidth = Number(camera.width) || 0;
     this.el.href = typeof camera.url === "string" && camera.url.startsWith("/") ? camera.url : cameraRoot(this.name);
     const state = STATES[camera.state] || "down";
     this.el.dataset.state = state;
