@@ -5,9 +5,9 @@
   stepping through phases. Every `interval` s: the link (what tbf let through and dropped) and the
   server's view of the session (rendition, switching_to, estimate, sent rate, loss, RTT, switches);
   the viewer's own once-a-second lines (frames decoded, freezes, size, latency) are kept as written.
-- `run_isolation`: camcast with a clean aiortc viewer inside the server's own namespace (over its
-  loopback, unshaped) and, unless alone, a troubled one across the shaped or lossy link; what the
-  server sent the clean viewer (keyframes, bytes) over a window.
+- `run_isolation`: camcast with a clean Chromium viewer inside the server's own namespace (over its
+  loopback, unshaped) and, unless alone, a troubled aiortc viewer across the shaped or lossy link;
+  what the server sent the clean viewer (keyframes, bytes, its rendition) over a window.
 """
 
 from __future__ import annotations
@@ -206,59 +206,85 @@ def _sessions(status: dict[str, Any]) -> list[dict[str, Any]]:
     return list((status.get("webrtc") or {}).get("sessions") or [])
 
 
+def _by_id(status: dict[str, Any], session_id: str | None) -> dict[str, Any]:
+    return next((x for x in _sessions(status) if x.get("id") == session_id), {})
+
+
 def run_isolation(case: Isolation, content: Content, workdir: Path, settle: float,
-                  window: float, extra_args: tuple[str, ...] = ()) -> dict[str, Any]:
+                  window: float, interval: float = 0.5, play_timeout: float = 40.0) -> dict[str, Any]:
     """The clean viewer's share over `window`, after `settle`; see the module's docstring."""
     support_path()
     from support.netlab import launch_server, netlab
     from support.netviewer import host_address_per_thread, start_viewer, wait_until
 
+    workdir.mkdir(parents=True, exist_ok=True)
+    viewer_log = workdir / "clean-viewer.jsonl"
+    viewer_log.unlink(missing_ok=True)
+    samples: list[tuple[float, dict[str, Any], dict[str, Any]]] = []  # (time, clean, troubled session)
     with netlab() as lab, host_address_per_thread():
         if case.kind == "shaped":
             lab.server.shape(case.kbps * 1000)
         elif case.kind == "lossy":
             lab.server.loss(case.loss, media_only=True, on_arrival=True)  # past the link, unseen
-        server = launch_server(lab, workdir / "server", [*content.camcast_args(), *extra_args],
-                               source=content.source)
+        server = launch_server(lab, workdir / "server", content.camcast_args(), source=content.source)
         try:
-            clean = start_viewer(lab.server, server, lab.server)
+            # The clean viewer: Chromium (its bandwidth estimate is a browser's) on the server's loopback.
+            argv = [sys.executable, "-m", "bench.network_viewer", "chromium", server.url, str(viewer_log),
+                    "--page", "whep", "--capture", content.size]
+            with open(workdir / "clean-viewer.out", "wb") as out:
+                chromium = lab.server.popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
+                                            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+            tail = Tail(viewer_log)
+            if _wait_playing(tail, chromium, play_timeout, workdir / "clean-viewer.out") is None:
+                raise RuntimeError(f"the clean viewer decoded nothing in {play_timeout:g} s: {workdir}")
+            clean_id = _sessions(lab.server.call(server.status))[0]["id"]
             troubled = start_viewer(lab.viewer, server, lab.server) if case.kind != "alone" else None
-            watches = [w for w in (clean, troubled) if w is not None]
-            time.sleep(settle)  # the troubled viewer finds its rendition; the clean one plays
-            wait_until(lambda: len(clean.sessions) > 0, 10, "the clean viewer's session", clean)
-            t0, before = time.monotonic(), clean.session()
-            troubled_before = troubled.session() if troubled else {}
-            time.sleep(window)
-            t1, after = time.monotonic(), clean.session()
-            troubled_after = troubled.session() if troubled else {}
-            seconds = t1 - t0
-            for w in watches:
-                w.stop.set()
+            time.sleep(settle)  # the troubled viewer finds its rendition
+            w0, t0 = time.time(), time.monotonic()
+            ticks = round(window / interval)
+            for k in range(ticks + 1):
+                time.sleep(max(0.0, t0 + k * interval - time.monotonic()))
+                status = lab.server.call(server.status)
+                troubled_id = (troubled.session().get("id") if troubled else None)
+                samples.append((time.monotonic() - t0, _by_id(status, clean_id), _by_id(status, troubled_id)))
+            w1, t1 = time.time(), time.monotonic()
+            chromium.send_signal(signal.SIGTERM)
+            if troubled is not None:
+                troubled.stop.set()
             with contextlib.suppress(AssertionError):
                 wait_until(lambda: not _sessions(lab.server.call(server.status)), 15, "the viewers to leave")
-            errors = [repr(w.error) for w in watches if w.error is not None]
+            tail.read()
+            errors = [repr(troubled.error)] if troubled is not None and troubled.error is not None else []
         finally:
             server.terminate(10)
+
+    seconds = samples[-1][0] - samples[0][0]
+    (_, before, troubled_before), (_, after, troubled_after) = samples[0], samples[-1]
 
     def grew(key: str, a: dict[str, Any], b: dict[str, Any]) -> float | None:
         return None if a.get(key) is None or b.get(key) is None else b[key] - a[key]
 
+    def renditions(index: int) -> list[str]:
+        return list(dict.fromkeys(s[index].get("rendition") for s in samples if s[index].get("rendition")))
+
+    lines = [r for r in tail.records if "fps" in r and w0 < r["t"] <= w1]
     result = {
         "kind": case.kind, "seconds": seconds,
         "clean_keyframes_per_s": (grew("keyframes_sent", before, after) or 0) / seconds,
         "clean_kbps": (grew("bytes_sent", before, after) or 0) * 8 / 1000 / seconds,
-        "clean_fps": clean.fps(t0, t1), "clean_longest_gap_s": clean.longest_gap(t0, t1),
-        "clean_decoded_keyframes": clean.keyframes(t0, t1),
-        "clean_renditions": clean.renditions(t0), "clean_session": _session_totals(after),
+        "clean_fps": sum(r["fps"] or 0 for r in lines) / (w1 - w0),
+        "clean_fps_min": min((r["fps"] for r in lines if r.get("fps") is not None), default=None),
+        "clean_decoded_keyframes": sum(r.get("keyframes") or 0 for r in lines),
+        "clean_renditions": renditions(1), "clean_session": _session_totals(after),
+        "clean_page_errors": [e for r in tail.records for e in (r.get("errors") or [])],
         "errors": errors,
     }
     if troubled is not None:
         result |= {
-            "troubled_fps": troubled.fps(t0, t1), "troubled_renditions": troubled.renditions(t0),
+            "troubled_fps": troubled.fps(t0, t1), "troubled_renditions": renditions(2),
             "troubled_kbps": (grew("bytes_sent", troubled_before, troubled_after) or 0) * 8 / 1000 / seconds,
             "troubled_pli": grew("pli", troubled_before, troubled_after),
             "troubled_session": _session_totals(troubled_after),
         }
     case.result = result
     return result
-

@@ -133,7 +133,7 @@ def _isolation(raw: dict[str, Any]) -> tuple[Table, list[Check]]:
         troubled = {"alone": "none", "shaped": f"{s['isolation_kbps']} kbit/s link",
                     "lossy": f"{100 * s['isolation_loss']:g} % media loss"}[r["kind"]]
         body.append([troubled, _fmt(r["clean_keyframes_per_s"], 2), _fmt(r["clean_kbps"], 0),
-                     _fmt(r["clean_fps"]), _fmt(r["clean_longest_gap_s"], 2),
+                     _fmt(r["clean_fps"]), _fmt(r.get("clean_fps_min"), 0),
                      " -> ".join(r["clean_renditions"]) or "-",
                      _fmt(r.get("troubled_fps")), " -> ".join(r.get("troubled_renditions") or []) or "-",
                      _fmt(r.get("troubled_kbps"), 0), str(r.get("troubled_pli", "-"))])
@@ -148,12 +148,15 @@ def _isolation(raw: dict[str, Any]) -> tuple[Table, list[Check]]:
                                 f"{r['clean_kbps']:.0f} vs {alone['clean_kbps']:.0f} kbit/s "
                                 f"({100 * rate:+.0f} %)",
                                 abs(key) <= ISOLATION and abs(rate) <= ISOLATION))
+    window = s["window"]
     table = Table("A clean viewer beside a troubled one (camcast, adaptation on)",
                   ["troubled neighbour", "clean: keyframes/s sent", "clean: kbit/s sent", "clean: fps",
-                   "clean: longest gap s", "clean: rendition", "troubled: fps", "troubled: rendition",
-                   "troubled: kbit/s sent", "troubled: PLIs passed on"], body,
+                   "clean: fps min/s", "clean: rendition", "troubled: fps", "troubled: rendition",
+                   "troubled: kbit/s sent", "troubled: PLIs received"], body,
                   note=f"Window {s['window']:g} s after a {s['settle']:g} s settle; keyframes and bytes "
-                       "are what the server's /api/status says it sent the clean viewer's session.")
+                       "are what the server's /api/status says it sent the clean viewer's session (one "
+                       f"keyframe more or less is {100 / (0.5 * window):.0f} % at 0.5 keyframes/s over "
+                       f"{window:g} s).")
     return table, checks
 
 
@@ -220,8 +223,9 @@ def build_section(ctx: RunContext, raw: dict[str, Any]) -> Section:
         "viewer (a bare WHEP page; the relay has no WHEP, so its page uses the example's `POST /offer`) "
         f"while the link steps {' -> '.join(p.split(':')[0] + ' kbit/s' for p in s['phases'])} "
         f"({', '.join(p.split(':')[1] + ' s' for p in s['phases'])}), one run per server design after the "
-        "viewer's first frame; every design in the same bench run. Isolation: aiortc viewers "
-        "(`tests/support/netviewer.py`), the clean one inside the server's namespace over its loopback.")
+        "viewer's first frame; every design in the same bench run. "
+        "Isolation: a clean Chromium viewer (WHEP page) inside the server's namespace, over its loopback, "
+        "and a troubled aiortc viewer (`tests/support/netviewer.py`) across the link.")
     runs = raw["stepping"]
     capture = int(s["size"].split("x")[1])
     for run in runs:
@@ -243,7 +247,8 @@ def build_section(ctx: RunContext, raw: dict[str, Any]) -> Section:
     section.notes = [
         "fps mean = frames decoded in the phase / phase seconds; median and min are over Chromium's "
         "once-a-second getStats() (framesDecoded deltas). Freeze time is the growth of Chromium's "
-        "totalFreezesDuration. Latency = the time the page read the stamp of the picture on screen - its "
+        "totalFreezesDuration, which grows when a freeze ends: a freeze counts in the phase it ends in. "
+        "Latency = the time the page read the stamp of the picture on screen - its "
         "capture time (one sample a second; same clock, both namespaces share it).",
         "Step-down time: from the drop to the first sample (every "
         f"{s['interval']:g} s) of /api/status where the session's rendition or switching_to is below the top "

@@ -39,7 +39,7 @@ class NetworkSettings:
     isolation_kbps: int = 600
     isolation_loss: float = 0.05
     settle: float = 8.0  # s before the isolation window: the troubled viewer finds its rendition
-    window: float = 30.0  # s of the isolation window
+    window: float = 40.0  # s of the isolation window (a keyframe more or less: 5 %)
     content: str = "textured"  # textured | testpattern
     content_seconds: float = 10.0  # the generated file's loop
     size: str = "640x480"
@@ -114,7 +114,7 @@ def run(ctx: RunContext) -> Section:
             beside = "alone" if kind == "alone" else f"beside a {kind} one"
             ctx.log(f"network: isolation, clean viewer {beside}")
             result = run_isolation(case, content, ctx.raw_dir / f"network-isolation-{kind}-r{rep}",
-                                   s.settle, s.window)
+                                   s.settle, s.window, s.interval)
             result["rep"] = rep
             isolation.append(result)
             ctx.log(f"  clean viewer: {result['clean_keyframes_per_s']:.2f} keyframes/s, "
