@@ -78,3 +78,11 @@ def test_quick_browser_bench_writes_report(tmp_path: Path) -> None:
     assert "| MJPEG | MJPEG |" in report
     assert "Console or page errors: 0." in report
     assert (tmp_path / "browser_latency_cdf.png").stat().st_size > 1000
+
+
+def test_quick_network_bench_writes_report(tmp_path: Path) -> None:
+    report = _quick(tmp_path, "network", {"phases": "4000:6,600:6,4000:6", "window": "4", "settle": "2"})
+    assert "## Emulated networks (per-viewer adaptation)" in report
+    assert "| step-down after the drop (camcast, adaptation (renditions)) |" in report
+    assert "### A clean viewer beside a troubled one (camcast, adaptation on)" in report
+    assert (tmp_path / "network_timeline.png").stat().st_size > 1000
