@@ -57,7 +57,7 @@ class CamerasSettings:
     ramp_per_peer: float = 0.1  # seconds between peers connecting (over all cameras)
     # Each camera's peers get a window this much longer: a camera whose client processes were ready
     # late (a busy machine) starts late, and the server's window is where all of them overlap.
-    start_slack: float = 5.0
+    start_slack: float = 15.0
     on_demand_cameras: int = 16  # the "idle" point
     idle_timeout: float = 1.0  # the on-demand cameras' idle_timeout: idle again soon after a sample
     idle_settle: float = 3.0  # seconds after every camera reads idle before the idle window
