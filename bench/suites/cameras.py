@@ -142,14 +142,15 @@ def measure_webrtc(ctx: RunContext, s: CamerasSettings, point: Point, rep: int,
             loads.append(WebrtcLoad(plan))
             stack.callback(loads[-1].close)
         _start(loads, plans[0].ramp)
-        w0 = max(load.start_time + load.plan.t_window for load in loads)
-        w1 = min(w0 + s.window, *(load.start_time + load.plan.t_end for load in loads))
-        w1 = max(w1, w0 + 0.5)  # started too far apart: a short window, run again (see _disturbed)
-        _sleep_until(w0)
-        # Settled, just before the meters start: how many encoders each camera's peers share.
+        _sleep_until(max(load.start_time + load.plan.t_window for load in loads))
+        # Settled, just before the meters start: how many encoders each camera's peers share. (A busy
+        # server answers slowly, so the window is timed from after these.)
         statuses = {n: get_json(server, f"/cameras/{n}/api/status")["webrtc"] for n in names}
         pids = [pid for load in loads for pid in load.pids]
         meter, busy = WindowMeter(server), BusyMeter()
+        w0 = time.time()
+        w1 = min(w0 + s.window, *(load.start_time + load.plan.t_end for load in loads))
+        w1 = max(w1, w0 + 0.5)  # started too far apart: a short window, run again (see _disturbed)
         meter.begin()
         busy.begin()
         load_cpu0 = usage_of(pids)
@@ -256,7 +257,8 @@ def _run_webrtc(ctx: RunContext, s: CamerasSettings, point: Point, rep: int) -> 
         if not result["disturbed"] or attempt == s.retries:
             result["disturbed_attempts"] = disturbed
             return result
-        ctx.log(f"  disturbed: machine {result['machine_cores']:.2f} cores busy, other processes "
+        ctx.log(f"  disturbed: window {result['window_s']:.1f} s, machine {result['machine_cores']:.2f} "
+                f"cores busy, other processes "
                 f"{result['other_cores']:.2f} (busiest: {', '.join(result['top_other_processes']) or '-'}; "
                 f"load average {load_average()}); again")
         disturbed.append({k: result[k] for k in ("cores", "fps_min", "other_cores", "machine_cores",
