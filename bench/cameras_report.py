@@ -259,13 +259,15 @@ def _figures(ctx: RunContext, s: CamerasSettings, one: list[dict[str, Any]], man
         line_plot(out / "cameras_cpu.png",
                   f"Server CPU: 1 and {n} cameras, {s.peers_per_camera} peers each", "cameras",
                   "server CPU (cores)",
-                  [Series("camcast", xs, [c1.median, cn.median], [c1.low, cn.low], [c1.high, cn.high],
-                          "tab:blue"),
+                  [Series(f"camcast (slowest peer at {n} cameras: "
+                          f"{_spread(many, lambda r: r['fps_min']).median:.0f} fps)", xs,
+                          [c1.median, cn.median], [c1.low, cn.low], [c1.high, cn.high], "tab:blue"),
                    Series("n x one camera (no cross-camera cost)", xs, [c1.median, n * c1.median],
                           color="tab:grey"),
                    Series(f"target: {s.cpu_ratio_target:g} x n x one camera", xs,
                           [s.cpu_ratio_target * c1.median, s.cpu_ratio_target * n * c1.median],
-                          color="tab:red")])
+                          color="tab:red")],
+                  hlines=[(2.0, "the machine's 2 cores")])
         figures.append(Figure("cameras_cpu.png", f"Server CPU (cores) with one camera and with {n}, each "
                               f"with {s.peers_per_camera} WebRTC peers, against n times the one camera's; "
                               "median, bars: min-max over repeats."))
@@ -339,6 +341,11 @@ def build_section(ctx: RunContext, s: CamerasSettings, runs: Runs, loads: tuple[
         f"window was under 90 % of {s.window:g} s, was run again, up to {s.retries} times: {reruns} reruns; "
         f"still disturbed: {still}. Load average at the start of this suite {loads[0]}, at its end "
         f"{loads[1]}.",
+        *([f"At {s.cameras} cameras the whole machine was "
+           f"{_spread(many, lambda r: r['machine_cores']).fmt(2)} of its 2 cores busy: server "
+           f"{_spread(many, lambda r: r['cores']).fmt(2)}, load generator "
+           f"{_spread(many, lambda r: r['load_cores']).fmt(2)}, other processes "
+           f"{_spread(many, lambda r: r['other_cores']).fmt(2)}."] if many else []),
         f"Peer errors: {errors}; packets missing at the peers: {lost}; unreadable stamps (left out of the "
         f"latencies): {bad}.",
     ]
