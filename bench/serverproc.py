@@ -93,8 +93,9 @@ class ServerProcess:
     def start(self) -> None:
         self._log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self._log_path.open("w")
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT),
-                                                                          os.environ.get("PYTHONPATH")])))
+        # This checkout's server, whatever camcast happens to be installed.
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [
+            str(REPO_ROOT / "server"), str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
         self._popen = subprocess.Popen(
             self.spec.argv, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, text=True,
             cwd=REPO_ROOT, env=env, preexec_fn=_die_with_parent,

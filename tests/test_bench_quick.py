@@ -86,3 +86,20 @@ def test_quick_network_bench_writes_report(tmp_path: Path) -> None:
     assert "| step-down after the drop (camcast, adaptation (renditions)) |" in report
     assert "### A clean viewer beside a troubled one (camcast, adaptation on)" in report
     assert (tmp_path / "network_timeline.png").stat().st_size > 1000
+
+
+def test_quick_cameras_bench_writes_report(tmp_path: Path) -> None:
+    tiny = {"size": "320x240", "window": "1", "settle": "0.5", "start_slack": "0.5", "idle_settle": "0.5",
+            "idle_window": "2", "awake_window": "0.5"}
+    report = _quick(tmp_path, "cameras", tiny)
+    assert "## Many cameras (320x240 @ 30 fps test patterns)" in report
+    assert "### One camera against 2 (320x240 @ 30 fps, 2 WebRTC peers per camera)" in report
+    assert "| cam1 |" in report  # every camera of the two-camera point has its row
+    assert "| capture threads, 4 on-demand cameras, no viewer | 0 |" in report
+    assert "| idle camera: MJPEG request to first frame |" in report
+    for png in ("cameras_cpu.png", "cameras_fps.png", "cameras_wake_cdf.png"):
+        assert (tmp_path / png).stat().st_size > 1000
+        assert f"]({png})" in report
+    # Every peer connected to its camera and every wake-up request got a frame.
+    assert "Peer errors: 0;" in report
+    assert "errors: 0)" in report
