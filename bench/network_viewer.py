@@ -28,6 +28,12 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 STAMP_JS = REPO / "client" / "stamp.js"
 CAPTURE = "640x480"
+
+# The page scripts (a bare WHEP page, the hook on the player's peer connections, getStats() and the
+# stamp) are the tests' Chromium viewer's: one copy.
+sys.path.insert(0, str(REPO / "tests"))
+from support.netchromium import PC_HOOK_JS, STATS_JS, WHEP_JS  # noqa: E402
+
 VIDEO_CLOCK = 90.0  # RTP ticks per ms: receiver-report jitter is in these units
 
 
@@ -158,26 +164,6 @@ async def _sample_aiortc(viewer: Any, sent: list[dict[str, Any]], write: Callabl
         })
 
 
-WHEP_JS = """async () => {
-  const pc = new RTCPeerConnection();
-  window.__pc = pc;
-  pc.addTransceiver("video", {direction: "recvonly"});
-  const video = document.createElement("video");
-  Object.assign(video, {muted: true, autoplay: true, playsInline: true});
-  document.body.appendChild(video);
-  pc.ontrack = (e) => { video.srcObject = e.streams[0] || new MediaStream([e.track]); };
-  await pc.setLocalDescription(await pc.createOffer());
-  await new Promise((done) => {
-    if (pc.iceGatheringState === "complete") return done();
-    pc.addEventListener("icegatheringstatechange", () => pc.iceGatheringState === "complete" && done());
-    setTimeout(done, 5000);
-  });
-  const answer = await fetch("/whep", {method: "POST", headers: {"Content-Type": "application/sdp"},
-                                       body: pc.localDescription.sdp});
-  if (answer.status !== 201) throw new Error(`WHEP answered ${answer.status}: ${await answer.text()}`);
-  window.__whep = answer.headers.get("Location");
-  await pc.setRemoteDescription({type: "answer", sdp: await answer.text()});
-}"""
 
 # aiortc's example signalling (POST /offer, JSON both ways), for servers without WHEP.
 OFFER_JS = WHEP_JS.replace(
@@ -191,46 +177,7 @@ OFFER_JS = WHEP_JS.replace(
   if (answer.status !== 200) throw new Error(`/offer answered ${answer.status}: ${await answer.text()}`);
   await pc.setRemoteDescription(await answer.json());""")
 
-# The player makes its own RTCPeerConnection: keep a reference to every one made in the page.
-PC_HOOK_JS = """(() => {
-  const Native = window.RTCPeerConnection;
-  window.__pcs = [];
-  window.RTCPeerConnection = function (...args) {
-    const pc = new Native(...args);
-    window.__pcs.push(pc);
-    return pc;
-  };
-  window.RTCPeerConnection.prototype = Native.prototype;
-})();"""
 
-STATS_JS = """async ([captureWidth, captureHeight]) => {
-  const pc = window.__pc || (window.__pcs || []).at(-1);
-  if (!pc) return null;
-  const out = {state: pc.connectionState};
-  const keep = ["framesDecoded", "framesReceived", "framesDropped", "keyFramesDecoded", "freezeCount",
-                "totalFreezesDuration", "pauseCount", "totalPausesDuration", "packetsLost",
-                "packetsReceived", "nackCount", "pliCount", "firCount", "jitter", "jitterBufferDelay",
-                "jitterBufferEmittedCount", "bytesReceived", "frameWidth", "frameHeight", "framesPerSecond"];
-  (await pc.getStats()).forEach((s) => {
-    if (s.type === "inbound-rtp" && s.kind === "video") for (const k of keep) out[k] = s[k];
-    if (s.type === "candidate-pair" && s.nominated && s.state === "succeeded") {
-      out.rtt = s.currentRoundTripTime;
-      out.availableIncomingBitrate = s.availableIncomingBitrate;
-    }
-  });
-  const video = document.querySelector("video");
-  if (video && video.videoWidth) {
-    window.__stamp = window.__stamp || await import("/client/stamp.js");
-    window.__reader = window.__reader || new window.__stamp.StampReader();
-    // The stamp's 16 rows are capture pixels: bring a smaller rendition back to the capture size.
-    const canvas = window.__canvas = window.__canvas || document.createElement("canvas");
-    Object.assign(canvas, {width: captureWidth, height: captureHeight});
-    canvas.getContext("2d").drawImage(video, 0, 0, captureWidth, captureHeight);
-    const {stamp} = window.__reader.read(canvas, captureWidth, captureHeight);
-    out.latency_ms = window.__stamp.latencyFromStamp(stamp, Date.now());
-  }
-  return out;
-}"""
 
 
 async def chromium_viewer(url: str, out: str, page_kind: str, capture: tuple[int, int]) -> None:
