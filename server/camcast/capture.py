@@ -107,9 +107,11 @@ class Capture:
             elif not self._needed() and self.supervisor is not None and self._idle_timer is None:
                 log.info("camera %s: idle for %g s, closing the source", self._camera, self.idle_timeout,
                          extra={"event": "source_idle", "camera": self._camera})
-                await self._stop_supervisor()
-                # Pictures from before the pause must not reach the next viewer as if they were new.
+                # Pictures from before the pause must not reach the next viewer as if they were new,
+                # not even one who arrives while the old source is still being closed (its frames
+                # are dropped from the moment the stop begins, before anything else runs).
                 self._frames.forget_latest()
+                await self._stop_supervisor()
 
     def _start_supervisor(self) -> None:
         width, height = self._size
