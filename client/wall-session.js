@@ -4,10 +4,11 @@
 // ok:false, the others play. Tiles leave the session one by one; the last one out ends it.
 
 import { HttpError } from "/client/api.js";
-import { endSession, gatheringComplete, lowLatencyReceiver, preferCodecs } from "/client/webrtc.js";
+import {
+  endSession, followConnectionState, gatheringComplete, lowLatencyReceiver, preferCodecs, reportSessionLost,
+} from "/client/webrtc.js";
 
 const GATHER_TIMEOUT_MS = 1000;
-const DISCONNECT_GRACE_MS = 2000;
 
 export class WallSession {
   // onLost(reason) is called at most once, when the whole connection drops.
@@ -109,26 +110,11 @@ export class WallSession {
   }
 
   onConnectionState() {
-    if (!this.pc || this.closed) return;
-    const state = this.pc.connectionState;
-    if (state === "connected") {
-      clearTimeout(this.disconnectTimer);
-      this.disconnectTimer = null;
-    } else if (state === "failed" || state === "closed") {
-      this.reportLost(`connection ${state}`);
-    } else if (state === "disconnected" && !this.disconnectTimer) {
-      // A short disconnect often heals by itself (ICE consent); only a lasting one counts.
-      this.disconnectTimer = setTimeout(() => {
-        this.disconnectTimer = null;
-        if (this.pc && this.pc.connectionState !== "connected") this.reportLost("connection lost");
-      }, DISCONNECT_GRACE_MS);
-    }
+    followConnectionState(this);
   }
 
   reportLost(reason) {
-    if (this.lostReported || this.closed) return;
-    this.lostReported = true;
-    this.onLost(reason);
+    reportSessionLost(this, reason);
   }
 
   close() {

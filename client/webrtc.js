@@ -132,26 +132,11 @@ export class WebRtcSession {
   }
 
   onConnectionState() {
-    if (!this.pc || this.closed) return;
-    const state = this.pc.connectionState;
-    if (state === "connected") {
-      clearTimeout(this.disconnectTimer);
-      this.disconnectTimer = null;
-    } else if (state === "failed" || state === "closed") {
-      this.reportLost(`connection ${state}`);
-    } else if (state === "disconnected" && !this.disconnectTimer) {
-      // A short disconnect often heals by itself (ICE consent); only a lasting one counts.
-      this.disconnectTimer = setTimeout(() => {
-        this.disconnectTimer = null;
-        if (this.pc && this.pc.connectionState !== "connected") this.reportLost("connection lost");
-      }, DISCONNECT_GRACE_MS);
-    }
+    followConnectionState(this);
   }
 
   reportLost(reason) {
-    if (this.lostReported || this.closed) return;
-    this.lostReported = true;
-    this.onLost(reason);
+    reportSessionLost(this, reason);
   }
 
   // Codec, decoded frames, resolution and timings of the video, from getStats().
@@ -221,4 +206,29 @@ export function endSession(api, path) {
   return fetch(path, api.withAuth({ method: "DELETE", keepalive: true })).then(() => {}, () => {
     // the server is gone: nothing left to end
   });
+}
+
+// The connection-state rules every session shares (the player's and the wall's): `session` has
+// `pc`, `closed`, `disconnectTimer`, `lostReported` and `onLost(reason)`.
+export function followConnectionState(session) {
+  if (!session.pc || session.closed) return;
+  const state = session.pc.connectionState;
+  if (state === "connected") {
+    clearTimeout(session.disconnectTimer);
+    session.disconnectTimer = null;
+  } else if (state === "failed" || state === "closed") {
+    reportSessionLost(session, `connection ${state}`);
+  } else if (state === "disconnected" && !session.disconnectTimer) {
+    // A short disconnect often heals by itself (ICE consent); only a lasting one counts.
+    session.disconnectTimer = setTimeout(() => {
+      session.disconnectTimer = null;
+      if (session.pc && session.pc.connectionState !== "connected") reportSessionLost(session, "connection lost");
+    }, DISCONNECT_GRACE_MS);
+  }
+}
+
+export function reportSessionLost(session, reason) {
+  if (session.lostReported || session.closed) return;
+  session.lostReported = true;
+  session.onLost(reason);
 }
