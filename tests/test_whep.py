@@ -181,3 +181,27 @@ async def test_delete_ends_an_offer_session_too(whep_server: ServerProcess, view
     assert await v.delete(http) == 200
     await wait_peers(http, whep_server, 0)
     assert await v.delete(http) == 404
+
+
+async def test_a_viewer_can_pin_a_rendition_by_hand(tmp_path: Any, viewer: Callable[..., Viewer],
+                                                    http: aiohttp.ClientSession) -> None:
+    server = launch(tmp_path, ["--size", "640x480"])
+    try:
+        pinned = viewer(server.url, query="?rendition=medium")
+        await pinned.connect(http, via="whep")
+        frames = await pinned.wait_frames(15)
+        assert {(f.width, f.height) for f in frames} == {(320, 240)}
+        state = await peers(http, server)
+        (session,) = state["ids"].values()
+        assert session["rendition"] == "medium" and session["adaptive"] is False
+
+        auto = viewer(server.url, query="?rendition=auto")
+        await auto.connect(http)
+        assert {(f.width, f.height) for f in await auto.wait_frames(5)} == {(640, 480)}
+
+        with pytest.raises(OfferRejected) as refused:
+            await viewer(server.url, query="?rendition=ultra").connect(http, via="whep")
+        assert refused.value.status == 400 and "high, medium, low" in str(refused.value)
+    finally:
+        code, _ = server.terminate()
+        assert code == 0, server.describe()

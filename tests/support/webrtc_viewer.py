@@ -64,6 +64,7 @@ class Viewer:
     audio: bool = False  # add a recvonly audio m-line, as many WHEP players do
     read_stamps: bool = True
     headers: dict[str, str] = field(default_factory=dict)  # e.g. Authorization
+    query: str = ""  # appended to the offer's URL, e.g. "?rendition=medium"
 
     def __post_init__(self) -> None:
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
@@ -106,14 +107,14 @@ class Viewer:
         self.offer_sent_at = time.monotonic()
         if via == "offer":
             payload = {"sdp": pc.localDescription.sdp, "type": "offer"}
-            async with http.post(urljoin(self.base_url, "offer"), json=payload, headers=self.headers) as r:
+            async with http.post(urljoin(self.base_url, "offer") + self.query, json=payload, headers=self.headers) as r:
                 if r.status != 200:
                     raise OfferRejected(r.status, await r.text())
                 self.response_headers = dict(r.headers)
                 self.answer = await r.json()
         else:
             headers = {"Content-Type": "application/sdp", **self.headers}
-            async with http.post(urljoin(self.base_url, "whep"), data=pc.localDescription.sdp,
+            async with http.post(urljoin(self.base_url, "whep") + self.query, data=pc.localDescription.sdp,
                                  headers=headers) as r:
                 if r.status != 201:
                     raise OfferRejected(r.status, await r.text())

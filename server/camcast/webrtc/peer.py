@@ -74,10 +74,13 @@ class Peer:
         self._closed = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
 
-    def add_camera(self, camera: Camera, codec: str) -> None:
-        """The next video m-line shows `camera` in `codec`, starting on its top rendition."""
+    def add_camera(self, camera: Camera, codec: str, rendition: str | None = None) -> None:
+        """The next video m-line shows `camera` in `codec`, starting on its top rendition and
+        moving with its link, or held on `rendition` when one is named."""
         levels = [Level(out.rendition.name, out.packets, out.encoder.force_keyframe, out.rendition.bitrate)
                   for out in camera.renditions[codec]]
+        if rendition is not None:
+            levels = [level for level in levels if level.name == rendition]
         viewers = camera.viewers
         track = PacketTrack(levels, on_sent=lambda size: viewers.sent(VIEWER_KIND, size))
         camera.sessions.add(self)

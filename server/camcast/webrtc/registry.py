@@ -40,8 +40,10 @@ class PeerRegistry:
     def get(self, peer_id: str) -> Peer | None:
         return self._peers.get(peer_id)
 
-    async def open_session(self, camera: Camera, offer_sdp: str, remote: str, via: str) -> tuple[Peer, str]:
-        """Answer a player's or WHEP offer for one camera; raises OfferError (4xx, or 503 when full)."""
+    async def open_session(self, camera: Camera, offer_sdp: str, remote: str, via: str,
+                           rendition: str | None = None) -> tuple[Peer, str]:
+        """Answer a player's or WHEP offer for one camera; raises OfferError (4xx, or 503 when full).
+        `rendition` pins the viewer to that rendition (else its link chooses)."""
         self._admit()
         try:
             plan = plan_offer(offer_sdp, camera.settings.codec)
@@ -49,7 +51,7 @@ class PeerRegistry:
             self.rejected_offers += 1
             raise
         peer = self._new_peer(remote, via, camera)
-        peer.add_camera(camera, plan.codec)
+        peer.add_camera(camera, plan.codec, rendition)
         return await self._answer(peer, offer_sdp)
 
     async def open_wall(self, cameras: Sequence[Camera | str], offer_sdp: str,

@@ -9,6 +9,7 @@ with the reason as text, a full server a 503; CORS for WHEP players comes from c
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from multidict import CIMultiDict
@@ -17,6 +18,9 @@ from camcast.appkeys import CAMERAS, PEERS
 from camcast.cameras import CAMERA_PREFIX, add_camera_route, camera_of
 from camcast.webrtc.iceconfig import link_headers
 from camcast.webrtc.offer import OfferError
+
+if TYPE_CHECKING:
+    from camcast.camera import Camera
 
 SDP = "application/sdp"
 JSON = "application/json"
@@ -57,6 +61,19 @@ async def _json_offer(request: web.Request) -> dict[str, object]:
     return body
 
 
+def _rendition(request: web.Request, camera: Camera) -> str | None:
+    """?rendition=NAME pins the viewer to one rendition (a quality chosen by hand); auto or none
+    lets its link decide."""
+    name = request.query.get("rendition", "auto")
+    if name in ("", "auto"):
+        return None
+    known = [r.name for r in camera.ladder]
+    if name not in known:
+        raise OfferError(400, f"rendition {name[:40]!r}: camera {camera.name} has "
+                              f"{', '.join(known)} (or auto)")
+    return name
+
+
 def _json_only(request: web.Request) -> web.Response | None:
     if request.content_type != JSON:
         return _fail(415, f"an offer is POSTed as JSON with Content-Type: {JSON}", {"Accept-Post": JSON})
@@ -70,9 +87,10 @@ async def offer_handler(request: web.Request) -> web.Response:
     if refused is not None:
         return refused
     try:
+        pinned = _rendition(request, camera)
         body = await _json_offer(request)
         peer, answer = await request.app[PEERS].open_session(camera, str(body["sdp"]), _remote(request),
-                                                             "offer")
+                                                             "offer", pinned)
     except OfferError as exc:
         return _refused(exc)
     return web.json_response({"sdp": answer, "type": "answer", "id": peer.id}, headers=_NO_STORE)
@@ -111,8 +129,9 @@ async def whep_post_handler(request: web.Request) -> web.Response:
     if request.content_type != SDP:
         return _fail(415, f"a WHEP offer is POSTed with Content-Type: {SDP}", {"Accept-Post": SDP})
     try:
+        pinned = _rendition(request, camera)
         text = await _body_text(request)
-        peer, answer = await registry.open_session(camera, text, _remote(request), "whep")
+        peer, answer = await registry.open_session(camera, text, _remote(request), "whep", pinned)
     except OfferError as exc:
         return _refused(exc)
     headers: CIMultiDict[str] = CIMultiDict(_NO_STORE)
