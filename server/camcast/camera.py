@@ -120,7 +120,8 @@ class Camera:
         encoder = SharedVideoEncoder(
             codec, self.frames, packets, rendition.fps, settings.keyframe_interval, rendition.bitrate,
             scale=rendition.scale, epoch_us=epoch_us, name=name,
-            max_fps=rendition.fps if rendition.fps < settings.fps else None)
+            max_fps=rendition.fps if rendition.fps < settings.fps else None,
+            buffer_seconds=rendition.buffer_seconds)
         return RenditionOutput(rendition, packets, encoder)
 
     @property

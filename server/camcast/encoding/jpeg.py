@@ -60,11 +60,11 @@ class SharedJpegEncoder:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="camcast-jpeg")
         # The snapshot of one frame (by seq), finished or in flight: pollers of that frame share it.
         self._snapshot: tuple[int, asyncio.Future[JpegPart]] | None = None
-        self._worker = LazyWorker(f"{name}-encoder", output, self._run)
+        self.worker = LazyWorker(f"{name}-encoder", output, self._run)
 
     @property
     def running(self) -> bool:
-        return self._worker.running
+        return self.worker.running
 
     def _encode(self, frame: Frame) -> JpegPart:
         started = time.perf_counter()
@@ -96,5 +96,5 @@ class SharedJpegEncoder:
         return await asyncio.shield(cached[1])  # one request that gives up must not cancel the rest
 
     async def close(self) -> None:
-        await self._worker.close()
+        await self.worker.close()
         self._executor.shutdown(wait=False, cancel_futures=True)

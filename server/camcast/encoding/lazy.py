@@ -43,6 +43,9 @@ class LazyWorker:
         self._restarter: asyncio.TimerHandle | None = None
         self.starts = 0
         self.crashes = 0
+        # Whether the worker may run at all: the camera's own packets or JPEGs may be feeding the
+        # same output instead (passthrough). Call refresh() when the answer changes.
+        self.allowed: Callable[[], bool] = lambda: True
         output.on_subscribers_changed(self._on_count)
 
     @property
@@ -58,8 +61,17 @@ class LazyWorker:
         elif self.running and self._stopper is None:
             self._stopper = asyncio.get_running_loop().call_later(self._linger, self._stop_now)
 
+    def refresh(self) -> None:
+        """Start or stop after `allowed` changed."""
+        if not self.allowed():
+            if self._task is not None:
+                self._task.cancel()
+            return
+        if self._output.subscriber_count > 0:
+            self._start()
+
     def _start(self) -> None:
-        if not self.running and not self._output.closed:
+        if not self.running and not self._output.closed and self.allowed():
             self.starts += 1
             log.debug("%s: starting", self.name)
             self._task = asyncio.get_running_loop().create_task(self._guarded(), name=self.name)

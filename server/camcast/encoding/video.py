@@ -25,8 +25,11 @@ KEYFRAME_REQUEST_MIN_INTERVAL = 0.5  # seconds: many peers asking at once yield 
 
 
 def _open_context(codec: str, width: int, height: int, fps: float, keyframe_interval: float,
-                  bitrate: int) -> av.VideoCodecContext:
+                  bitrate: int, buffer_seconds: float = 1.0) -> av.VideoCodecContext:
+    """`buffer_seconds` of the bitrate is the most one frame (a keyframe) may take: a rendition for
+    poor links keeps its keyframes small enough to pass a shallow router queue whole."""
     gop = max(1, round(fps * keyframe_interval))
+    buffer_kbit = max(1, round(bitrate * buffer_seconds / 1000))
     if codec == "h264":
         ctx = av.CodecContext.create("libx264", "w")
         ctx.options = {
@@ -34,10 +37,10 @@ def _open_context(codec: str, width: int, height: int, fps: float, keyframe_inte
             "tune": "zerolatency",
             "profile": "baseline",  # x264's baseline is constrained baseline: what every browser decodes
             # In-band SPS/PPS before every IDR (repeat-headers), fixed GOP, no scene-cut keyframes,
-            # no B-frames; a VBV of about one second keeps frame sizes even for low latency.
+            # no B-frames; a VBV of at most a second keeps frame sizes even for low latency.
             "x264-params": (
                 f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes=0:repeat-headers=1:annexb=1"
-                f":vbv-maxrate={bitrate // 1000}:vbv-bufsize={bitrate // 1000}"
+                f":vbv-maxrate={bitrate // 1000}:vbv-bufsize={buffer_kbit}"
             ),
         }
     elif codec == "vp8":
@@ -45,6 +48,8 @@ def _open_context(codec: str, width: int, height: int, fps: float, keyframe_inte
         ctx.options = {
             "deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0", "error-resilient": "1",
             "auto-alt-ref": "0", "kf-max-dist": str(gop),
+            # A keyframe may take this % of an average frame's bits: the same cap as H.264's VBV.
+            "max-intra-rate": str(max(100, round(buffer_seconds * fps * 100))),
         }
     else:
         raise ValueError(f"unknown codec {codec!r}")
@@ -65,7 +70,7 @@ class SharedVideoEncoder:
     def __init__(self, codec: str, frames: Hub[Frame], output: Hub[EncodedPacket], fps: float,
                  keyframe_interval: float = 2.0, bitrate: int = 2_000_000, scale: float = 1.0,
                  epoch_us: int | None = None, name: str | None = None,
-                 max_fps: float | None = None) -> None:
+                 max_fps: float | None = None, buffer_seconds: float = 1.0) -> None:
         self.codec = codec
         self.name = name or codec  # e.g. "h264", or "h264-medium" for a lower rendition
         self.scale = scale  # of the captured size: renditions below the top one are scaled down
@@ -79,6 +84,7 @@ class SharedVideoEncoder:
         self.fps = fps
         self.keyframe_interval = keyframe_interval
         self.bitrate = bitrate
+        self.buffer_seconds = buffer_seconds
         self.frames_encoded = 0
         self.keyframes = 0
         self.encode_time = Histogram(ENCODE_SECONDS_BUCKETS)  # per-frame seconds, for /metrics
@@ -93,16 +99,16 @@ class SharedVideoEncoder:
         self._keyframe_deferred = False
         self._last_forced = 0.0
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"camcast-{self.name}")
-        self._worker = LazyWorker(f"{self.name}-encoder", output, self._run)
+        self.worker = LazyWorker(f"{self.name}-encoder", output, self._run)
 
     @property
     def running(self) -> bool:
-        return self._worker.running
+        return self.worker.running
 
     @property
     def starts(self) -> int:
         """How often the encoder started (lazily, on a first subscriber) since the app began."""
-        return self._worker.starts
+        return self.worker.starts
 
     def force_keyframe(self, urgent: bool = False) -> bool:
         """Ask for an IDR on the next frame (new peer, PLI/FIR, recording start); rate-limited.
@@ -203,7 +209,7 @@ class SharedVideoEncoder:
         self._generation += 1
         self.restarts += 1
         self._ctx = _open_context(self.codec, width, height, self.fps, self.keyframe_interval,
-                                  self.bitrate)
+                                  self.bitrate, self.buffer_seconds)
         return self._ctx
 
     async def _run(self) -> None:
@@ -217,7 +223,7 @@ class SharedVideoEncoder:
             self.output.publish(packet)
 
     async def close(self) -> None:
-        await self._worker.close()
+        await self.worker.close()
         # Wait (off the loop) for a frame still encoding: its codec context is freed only after.
         await asyncio.get_running_loop().run_in_executor(
             None, functools.partial(self._executor.shutdown, wait=True, cancel_futures=True))

@@ -8,7 +8,9 @@ shared encoder for one each time; the encoder rate-limits those requests.
 
 A track can be moved between the renditions of its camera (`switch_to`): it subscribes to the
 target's packets, asks that encoder for a keyframe, and keeps sending the current rendition until
-the target's keyframe for a newer picture arrives; from that keyframe on it sends the target. The
+the target's keyframe for a newer picture arrives; from that keyframe on it sends the target. A move
+down holds the current rendition back meanwhile: the link is failing, and more of it would only
+queue in front of the target's keyframe. The
 sender, its SSRC and its sequence numbers stay; timestamps come from the shared capture clock, and
 every H.264 keyframe carries its SPS/PPS, so the receiver follows the new size without renegotiation.
 """
@@ -28,6 +30,9 @@ from camcast.hub import Hub, HubClosed, Subscription
 
 QUEUE_FRAMES = 4  # about 130 ms at 30 fps: a peer that falls further behind skips to a keyframe
 KEYFRAME_RETRY = 0.25  # s: ask again while waiting (a request within the encoder's limit is refused)
+# s a move down may hold back the current rendition while the target's keyframe is awaited; past
+# it, the current one flows again (a target encoder that never delivers must not freeze the viewer).
+DOWN_HOLD_LIMIT = 2.0
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,7 @@ class PacketTrack(MediaStreamTrack):
         self._generation: int | None = None
         self._last_request = -1e9
         self._pending_asked = -1e9
+        self._switch_asked = -1e9
         self.first_packet_at: float | None = None  # monotonic time the first packet went out
         self.frames_sent = 0
         self.keyframes_sent = 0
@@ -111,6 +117,10 @@ class PacketTrack(MediaStreamTrack):
                     self._resync(item)
                 elif item.generation != self._generation and self._generation is not None:
                     self._resync(item)
+                if self._holding_back():
+                    self.skipped += 1
+                    self._awaiting_keyframe = True  # should the move fail, resume at a keyframe
+                    continue
                 if self._awaiting_keyframe:
                     if not item.keyframe:
                         self.skipped += 1
@@ -126,7 +136,7 @@ class PacketTrack(MediaStreamTrack):
         if not self._awaiting_keyframe:
             return await sub.get()
         while True:
-            if time.monotonic() - self._last_request >= KEYFRAME_RETRY:
+            if time.monotonic() - self._last_request >= KEYFRAME_RETRY and not self._holding_back():
                 self.request_keyframe()
             try:
                 return await asyncio.wait_for(sub.get(), KEYFRAME_RETRY)
@@ -161,8 +171,15 @@ class PacketTrack(MediaStreamTrack):
             self._set_level(level)
             return
         self._target = level
+        self._switch_asked = time.monotonic()
         self._pending = self.levels[level].packets.subscribe(maxsize=self._queue_frames)
         self._ask_pending()
+
+    def _holding_back(self) -> bool:
+        """A move down is under way: its link is failing, and whatever more of the current
+        rendition is sent only fills the queue the target's keyframe must get through."""
+        return self._target is not None and self._target > self.level \
+            and time.monotonic() - self._switch_asked < DOWN_HOLD_LIMIT
 
     def _ask_pending(self) -> None:
         if self._target is not None:
