@@ -107,7 +107,8 @@ class Viewer:
         self.offer_sent_at = time.monotonic()
         if via == "offer":
             payload = {"sdp": pc.localDescription.sdp, "type": "offer"}
-            async with http.post(urljoin(self.base_url, "offer") + self.query, json=payload, headers=self.headers) as r:
+            url = urljoin(self.base_url, "offer") + self.query
+            async with http.post(url, json=payload, headers=self.headers) as r:
                 if r.status != 200:
                     raise OfferRejected(r.status, await r.text())
                 self.response_headers = dict(r.headers)
