@@ -21,7 +21,8 @@ from bench.report import Section
 from bench.serverproc import REPO_ROOT
 
 # Suites in report order; each is the module bench.suites.<name> with a SUITE attribute.
-SUITE_NAMES: tuple[str, ...] = ("mjpeg", "webrtc", "recording", "browser", "soak", "cameras", "network")
+SUITE_NAMES: tuple[str, ...] = ("mjpeg", "webrtc", "recording", "browser", "soak", "cameras", "network",
+                               "renditions")
 
 C = TypeVar("C")
 P = TypeVar("P")

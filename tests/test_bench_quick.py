@@ -103,3 +103,19 @@ def test_quick_cameras_bench_writes_report(tmp_path: Path) -> None:
     # Every peer connected to its camera and every wake-up request got a frame.
     assert "Peer errors: 0;" in report
     assert "errors: 0)" in report
+
+
+def test_quick_renditions_bench_writes_report(tmp_path: Path) -> None:
+    tiny = {"window": "1", "idle_window": "0.5", "settle": "0.5", "many_peers": "4"}
+    report = _quick(tmp_path, "renditions", tiny)
+    assert "## Renditions: the cost of the ladder (640x480 @ 30 fps)" in report
+    assert "| extra rendition medium (320x240 @ 30 fps, 400 kbit/s): high -> high+medium |" in report
+    assert "| marginal CPU per peer, 4 peers (half high, half medium) vs 1 + 1 |" in report
+    assert "### What one more active rendition costs" in report
+    for png in ("renditions_cpu.png", "renditions_peers.png"):
+        assert (tmp_path / png).stat().st_size > 1000
+        assert f"]({png})" in report
+    # Every peer connected, got its pinned rendition and counted frames of it.
+    assert "Peer errors: 0;" in report
+    assert "rendition than pinned (from /api/status): none." in report
+    assert "| medium-only | 320x240 @ 30 fps, 400 kbit/s (one encode) | 1 high | h264 " in report
