@@ -113,7 +113,11 @@ export class WebRtcSession {
     await gatheringComplete(pc, GATHER_TIMEOUT_MS);
     if (this.closed) throw new Error("closed");
     const offer = pc.localDescription;
-    const response = await this.api.fetch(cameraPath("/offer"), {
+    // ?rendition=high|medium|low on the page holds the viewer on that rendition (a quality chosen by
+    // hand); without it the server moves the viewer with its link.
+    const rendition = new URLSearchParams(location.search).get("rendition");
+    const query = rendition ? `?rendition=${encodeURIComponent(rendition)}` : "";
+    const response = await this.api.fetch(cameraPath("/offer") + query, {
       method: "POST",
       headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ sdp: offer.sdp, type: offer.type }),

@@ -17,6 +17,7 @@ from camcast.metrics import add_metrics
 from camcast.mjpeg import add_mjpeg
 from camcast.recorder import Recorder, RecorderSettings, add_recorder_routes, make_recorder
 from camcast.sources import Source, make_source
+from camcast.sources.factory import may_pass_through
 from camcast.status import add_status_routes
 from camcast.webclient import add_client_routes
 from camcast.webrtc import WebRtcOptions, setup_webrtc
@@ -44,17 +45,22 @@ def build_camera(camera: CameraConfig, source_factory: Callable[[], Source] | No
         jpeg_quality=camera.jpeg_quality, keyframe_interval=camera.keyframe_interval,
         bitrate=camera.bitrate, codec=camera.codec, on_demand=camera.on_demand,
         idle_timeout=camera.idle_timeout, adapt=camera.adapt,
+        passthrough=(source_factory is None
+                     and may_pass_through(camera.source, camera.stamp, camera.transcode)),
     )
+    built: list[Camera] = []  # the camera the source belongs to (made below)
     if source_factory is None:
         def source_factory() -> Source:
             label = camera.name if camera.name != "default" else ""
-            return make_source(camera.source, camera.width, camera.height, camera.fps, camera.stamp, label)
+            return make_source(camera.source, camera.width, camera.height, camera.fps, camera.stamp, label,
+                               camera.transcode, lambda: built[0].capture.pictures_wanted())
 
     def recorder_for(built: Camera) -> Recorder:
         return make_recorder(built, recorder_settings(camera), built.control.broadcast, camera.recorder,
                              camera.recorder_fourcc, camera.recorder_container)
 
-    return Camera(settings, source_factory, recorder_for)
+    built.append(Camera(settings, source_factory, recorder_for))
+    return built[0]
 
 
 def webrtc_options(config: Config) -> WebRtcOptions:

@@ -28,7 +28,8 @@ from camcast.hub import Hub, HubClosed
 from camcast.latency import DisplayLatency
 from camcast.mjpeg import MjpegFanout
 from camcast.mjpegvariants import MjpegVariants
-from camcast.sources.base import Source
+from camcast.passthrough import Passthrough
+from camcast.sources.base import Source, VideoPacket
 from camcast.sources.supervisor import CaptureSupervisor
 from camcast.viewers import Viewers
 from camcast.webrtc.ping import ping
@@ -55,6 +56,7 @@ class CameraSettings:
     on_demand: bool = False
     idle_timeout: float = 5.0
     adapt: bool = True  # a ladder of renditions, each viewer on the best its link carries
+    passthrough: bool = False  # the source may send its own H.264 or JPEGs, passed on as they are
 
 
 @dataclass(frozen=True)
@@ -83,8 +85,6 @@ class Camera:
         self.fps_meter = FpsMeter()
         self.frames_captured = 0  # over every opening of the source (on-demand cameras reopen it)
         self.started_monotonic = time.monotonic()
-        self.capture = Capture(settings.name, make_source, self.frames, settings.width, settings.height,
-                               settings.fps, settings.on_demand, settings.idle_timeout, self._counted)
         self.jpeg_encoder = SharedJpegEncoder(self.frames, self.jpeg, settings.jpeg_quality)
         # Per codec, one packet hub and one lazily started shared encoder per rendition, top first.
         self.ladder = default_ladder(settings.width, settings.height, settings.fps, settings.bitrate,
@@ -98,6 +98,20 @@ class Camera:
         # The top rendition: what the recorder remuxes and what viewers start on.
         self.packets = {codec: outputs[0].packets for codec, outputs in self.renditions.items()}
         self.video_encoders = {codec: outputs[0].encoder for codec, outputs in self.renditions.items()}
+        # A camera that encodes feeds the top H.264 rendition and the JPEG hub itself; a new viewer
+        # starts on a keyframe of the bridge (the current picture, encoded at once) and moves to the
+        # camera's packets at the camera's next keyframe.
+        self.passthrough = Passthrough(settings.name, self.packets["h264"], self.jpeg, epoch_us,
+                                       settings.passthrough)
+        self.passthrough.on_change = self._passthrough_changed
+        self.video_encoders["h264"].worker.allowed = self.passthrough.h264_encoder_allowed
+        self.jpeg_encoder.worker.allowed = self.passthrough.jpeg_encoder_allowed
+        self.bridge = (self._rendition("h264", Rendition("bridge", 1.0, settings.bitrate, settings.fps), -1,
+                                       epoch_us) if settings.passthrough else None)
+        self.capture = Capture(settings.name, make_source, self.frames, settings.width, settings.height,
+                               settings.fps, settings.on_demand, settings.idle_timeout, self._counted,
+                               self._compressed,
+                               demand=[self.packets["h264"], self.jpeg] if settings.passthrough else ())
         self.mjpeg = MjpegFanout(self.jpeg, self.viewers, settings.fps)
         # ?width= and ?quality=: other sizes and qualities, each with its own encoder and fan-out.
         self.mjpeg_variants = MjpegVariants(self.frames,
@@ -126,7 +140,12 @@ class Camera:
 
     @property
     def all_video_encoders(self) -> list[SharedVideoEncoder]:
-        return [output.encoder for outputs in self.renditions.values() for output in outputs]
+        bridge = [self.bridge.encoder] if self.bridge is not None else []
+        return [output.encoder for outputs in self.renditions.values() for output in outputs] + bridge
+
+    def _passthrough_changed(self) -> None:
+        self.video_encoders["h264"].worker.refresh()
+        self.jpeg_encoder.worker.refresh()
 
     def note_switch(self, before: str, after: str, why: str) -> None:
         """A viewer of this camera moved between renditions (for /metrics)."""
@@ -135,8 +154,17 @@ class Camera:
 
     def _counted(self, frame: Frame) -> None:
         if frame.live:  # the measured rate is the source's, not the "no signal" ticker's
+            if self.settings.passthrough:
+                self.passthrough.frame_arrived(frame)
+                if self.passthrough.kind is not None:
+                    return  # counted with the unit it was decoded from
             self.fps_meter.tick()
             self.frames_captured += 1
+
+    def _compressed(self, item: JpegPart | VideoPacket) -> None:
+        self.passthrough.relay(item)
+        self.fps_meter.tick()
+        self.frames_captured += 1
 
     # -- lifetime: one context, in an explicit order --------------------------------------------
     @contextlib.asynccontextmanager
@@ -166,7 +194,13 @@ class Camera:
     # -- pictures ------------------------------------------------------------------------------
     async def snapshot(self, encoder: SharedJpegEncoder | None = None) -> JpegPart | None:
         """The newest picture as JPEG (by `encoder`: an MJPEG variant's; by default the camera's
-        own); an idle camera is woken and its first frame awaited."""
+        own); an idle camera is woken and its first frame awaited. A camera that sends JPEGs
+        gives its own."""
+        if encoder is None and self.passthrough.kind == "jpeg":
+            if self.jpeg.latest is None and not self.jpeg.closed:
+                with self.jpeg.subscribe(maxsize=1) as first, contextlib.suppress(TimeoutError, HubClosed):
+                    await asyncio.wait_for(first.get(), FIRST_FRAME_TIMEOUT)
+            return self.jpeg.latest
         if self.frames.latest is None and not self.frames.closed:
             # A subscriber is demand: an idle source opens.
             with self.frames.subscribe(maxsize=1) as first, contextlib.suppress(TimeoutError, HubClosed):
@@ -191,7 +225,9 @@ class Camera:
         if supervisor is None or not supervisor.up:
             return False
         latest = self.frames.latest
-        if latest is None or not latest.live:
+        if latest is not None and not latest.live:
+            return False  # "no signal"
+        if latest is None and self.passthrough.kind is None:
             return False  # its first frame has not reached the hub yet
         return time.monotonic() - supervisor.last_frame_monotonic < supervisor.watchdog_seconds
 
@@ -212,6 +248,8 @@ class Camera:
         frame = self.frames.latest
         if frame is not None:
             return frame.width, frame.height
+        if self.passthrough.size is not None:
+            return self.passthrough.size
         return self.settings.width, self.settings.height
 
     @property

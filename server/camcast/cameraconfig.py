@@ -35,6 +35,7 @@ class CameraConfig:
     on_demand: bool = False
     idle_timeout: float = 5.0  # s after the last viewer/recording/publisher leaves before the source closes
     adapt: bool = True  # renditions, and each WebRTC viewer on the best its link carries
+    transcode: bool = False  # decode and re-encode a camera that encodes, instead of passing it through
 
     @property
     def size(self) -> str:

@@ -13,11 +13,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from camcast.frames import Frame
+from camcast.frames import Frame, JpegPart
 from camcast.hub import Hub
-from camcast.sources.base import Source
+from camcast.sources.base import Source, VideoPacket
 from camcast.sources.supervisor import CaptureSupervisor
 
 log = logging.getLogger("camcast.capture")
@@ -26,7 +27,9 @@ log = logging.getLogger("camcast.capture")
 class Capture:
     def __init__(self, camera: str, make_source: Callable[[], Source], frames: Hub[Frame], width: int,
                  height: int, fps: float, on_demand: bool, idle_timeout: float,
-                 on_frame: Callable[[Frame], None]) -> None:
+                 on_frame: Callable[[Frame], None],
+                 on_compressed: Callable[[JpegPart | VideoPacket], None] | None = None,
+                 demand: Sequence[Hub[Any]] = ()) -> None:
         self._camera = camera
         self._make_source = make_source
         self._frames = frames
@@ -35,6 +38,11 @@ class Capture:
         self.on_demand = on_demand
         self.idle_timeout = idle_timeout
         self._on_frame = on_frame  # runs on the loop for every frame (before the hub gets it)
+        # What the camera compressed itself (its JPEGs, its H.264) goes here, on the loop.
+        self._on_compressed = on_compressed
+        # Hubs fed from the source without a picture (the camera's own packets or JPEGs): their
+        # subscribers are demand too.
+        self._demand = [frames, *demand]
         self._loop: asyncio.AbstractEventLoop | None = None
         self.supervisor: CaptureSupervisor | None = None  # the running one; None while idle
         self._wanted = asyncio.Event()  # set when the desired state may differ from the actual one
@@ -44,7 +52,8 @@ class Capture:
         self._past_reconnects = 0  # of supervisors stopped on idle
         self.opens = 0  # times the source was opened on demand (or once, always-on)
         self.last_started = 0.0  # monotonic time of the last start
-        frames.on_subscribers_changed(self._on_demand_changed)
+        for hub in self._demand:
+            hub.on_subscribers_changed(self._on_demand_changed)
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -78,11 +87,19 @@ class Capture:
         return self._past_reconnects + (self.supervisor.reconnects if self.supervisor else 0)
 
     def _needed(self) -> bool:
-        return not self.on_demand or self._frames.subscriber_count > 0
+        return not self.on_demand or self._subscribers() > 0
 
-    def _on_demand_changed(self, count: int) -> None:
+    def _subscribers(self) -> int:
+        return sum(hub.subscriber_count for hub in self._demand)
+
+    def pictures_wanted(self) -> bool:
+        """Whether anything needs decoded pictures (read from the capture thread: a plain int)."""
+        return self._frames.subscriber_count > 0
+
+    def _on_demand_changed(self, _count: int) -> None:
         if not self.on_demand or self._closing or self._loop is None:
             return
+        count = self._subscribers()
         if count > 0:
             if self._idle_timer is not None:
                 self._idle_timer.cancel()
@@ -116,7 +133,7 @@ class Capture:
     def _start_supervisor(self) -> None:
         width, height = self._size
         supervisor = CaptureSupervisor(self._make_source, self._publish_from_thread, width, height,
-                                       self._fps, camera=self._camera)
+                                       self._fps, camera=self._camera, pictures_wanted=self.pictures_wanted)
         self.supervisor = supervisor
         self.opens += 1
         self.last_started = time.monotonic()
@@ -133,16 +150,20 @@ class Capture:
             await asyncio.get_running_loop().run_in_executor(None, supervisor.stop)
 
     # The capture thread hands each frame to the loop once; the hub fans it out there.
-    def _publish_from_thread(self, frame: Frame) -> None:
+    def _publish_from_thread(self, item: Frame | JpegPart | VideoPacket) -> None:
         loop = self._loop
         if loop is not None and not loop.is_closed():
             try:
-                loop.call_soon_threadsafe(self._publish, frame)
+                loop.call_soon_threadsafe(self._publish, item)
             except RuntimeError:  # loop closing during shutdown
                 pass
 
-    def _publish(self, frame: Frame) -> None:
+    def _publish(self, item: Frame | JpegPart | VideoPacket) -> None:
         if self.supervisor is None:
-            return  # a frame still in flight from a supervisor that was stopped meanwhile
-        self._on_frame(frame)
-        self._frames.publish(frame)
+            return  # an item still in flight from a supervisor that was stopped meanwhile
+        if not isinstance(item, Frame):
+            if self._on_compressed is not None:
+                self._on_compressed(item)
+            return
+        self._on_frame(item)
+        self._frames.publish(item)

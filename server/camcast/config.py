@@ -117,6 +117,7 @@ class Config:
     on_demand: bool = False
     idle_timeout: float = 5.0
     adapt: bool = True
+    transcode: bool = False
     cameras: tuple[CameraConfig, ...] = ()  # the first is the one the unprefixed routes mean
     config_file: Path | None = None
     check: bool = False  # validate and exit
@@ -250,6 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adapt", type=parse_bool, nargs="?", const=True, default=d.adapt,
                    help="encode a ladder of renditions (full, half, quarter size) and move each WebRTC "
                    "viewer to the best its link carries (--adapt off: one encode at --bitrate for all)")
+    p.add_argument("--transcode", type=parse_bool, nargs="?", const=True, default=d.transcode,
+                   help="decode a camera that encodes (RTSP, HTTP, a file) and encode it again, instead of "
+                   "passing its own H.264 and JPEGs through")
     p.add_argument("--recordings", type=Path, default=d.recordings,
                    help="folder for recordings (created if missing; must be writable); with several "
                    "cameras each records into its own subfolder, named after the camera")

@@ -31,7 +31,9 @@ def make_recorder(camera: Camera, settings: RecorderSettings, notify: Callable[[
     if backend == "opencv":
         feed = FrameFeed(camera.frames, fps, fourcc, container)
     elif backend == "mp4":
-        feed = PacketFeed(camera.packets["h264"], camera.video_encoders["h264"].force_keyframe, fps)
+        # A camera passed through cannot make a keyframe at the press: the file starts at its last one.
+        feed = PacketFeed(camera.packets["h264"], camera.video_encoders["h264"].force_keyframe, fps,
+                          since_keyframe=lambda: camera.passthrough.gop if camera.passthrough.h264 else [])
     else:
         raise ValueError(f"unknown recorder backend {backend!r}")
     return Recorder(feed, settings, notify)

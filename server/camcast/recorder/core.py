@@ -191,6 +191,9 @@ class Recorder:
                 # Start at the keyframe at or before press - preroll: all of it is in memory.
                 for item in self._preroll.since(press_us - int(self.settings.preroll * 1e6)):
                     self._feed_item(run, item)
+            else:
+                for item in self.feed.backlog():
+                    self._feed_item(run, item)
             self._start_tap()
             if not run.started:
                 self.feed.request_keyframe()  # the file starts on the next frame, as a keyframe

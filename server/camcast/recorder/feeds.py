@@ -39,6 +39,11 @@ class Feed(Protocol):
 
     def request_keyframe(self) -> None: ...
 
+    def backlog(self) -> list[Any]:
+        """What a recording without pre-roll starts with: the items since the last keyframe when
+        no keyframe can be asked for (a camera passed through), else nothing."""
+        ...
+
     def job(self, item: Any) -> Job: ...
 
     def open_sink(self, folder: Path, job: Job, create: Create) -> Sink: ...
@@ -51,9 +56,11 @@ class PacketFeed:
     supports_preroll = True
 
     def __init__(self, packets: Hub[EncodedPacket], force_keyframe: Callable[..., bool], fps: float,
-                 backlog_seconds: float = 10.0) -> None:
+                 backlog_seconds: float = 10.0,
+                 since_keyframe: Callable[[], list[EncodedPacket]] = list) -> None:
         self._packets = packets
         self._force_keyframe = force_keyframe
+        self._since_keyframe = since_keyframe
         self.fps = fps
         self.max_pending = max(30, round(fps * backlog_seconds))
 
@@ -71,6 +78,9 @@ class PacketFeed:
         # Urgent: a recording begins at the press, not after the peers' keyframe rate limit.
         # Cheap to call on every packet until the keyframe comes: a pending request is reused.
         self._force_keyframe(urgent=True)
+
+    def backlog(self) -> list[EncodedPacket]:
+        return list(self._since_keyframe())
 
     def job(self, item: EncodedPacket) -> PacketJob:
         # bytes() copies the access unit: the writer thread then owns what it writes.
@@ -107,6 +117,9 @@ class FrameFeed:
 
     def request_keyframe(self) -> None:
         pass
+
+    def backlog(self) -> list[Frame]:
+        return []
 
     def job(self, item: Frame) -> FrameJob:
         return FrameJob(item.image, item.captured_us, item.width, item.height)

@@ -3,20 +3,42 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import cv2
 
 from camcast.sources.base import Source, SourceError
+from camcast.sources.http_source import HttpSource
 from camcast.sources.opencv_source import OpenCVSource
+from camcast.sources.stream_source import StreamSource, is_stream_url
 from camcast.sources.testpattern import TestPattern
+from camcast.sources.uvc_mjpeg import UvcMjpegSource
 
 log = logging.getLogger("camcast.source")
 
 
-def make_source(spec: str, width: int, height: int, fps: float, stamp: bool, label: str = "") -> Source:
-    """`label` names the camera on the test pattern (real cameras show what they see)."""
+def may_pass_through(spec: str, stamp: bool, transcode: bool) -> bool:
+    """Whether a source may send its own H.264 or JPEGs on (a stream or a file, neither stamped
+    nor asked to transcode): a stamp is drawn on decoded pictures, which then need an encode."""
+    if spec.startswith("mjpeg:"):
+        return True
+    if transcode or stamp or spec in ("testpattern", "auto") or spec.isdigit() or spec.startswith("/dev/"):
+        return False
+    return is_stream_url(spec) or "://" not in spec
+
+
+def make_source(spec: str, width: int, height: int, fps: float, stamp: bool, label: str = "",
+                transcode: bool = False, pictures_wanted: Callable[[], bool] = lambda: True) -> Source:
+    """`label` names the camera on the test pattern (real cameras show what they see).
+    `pictures_wanted` says when a camera that encodes must be decoded too."""
     if spec == "testpattern":
         return TestPattern(width, height, fps, label)
+    if spec.startswith("mjpeg:"):  # a UVC camera in its MJPG mode: its JPEGs as they are
+        return UvcMjpegSource(spec.removeprefix("mjpeg:"), width, height, fps)
+    if may_pass_through(spec, stamp, transcode):
+        if spec.lower().startswith(("http://", "https://")):
+            return HttpSource(spec, fps, pictures_wanted)
+        return StreamSource(spec, fps, passthrough=True, pictures_wanted=pictures_wanted)
     return OpenCVSource(spec, width, height, fps, stamp=stamp)
 
 
@@ -48,4 +70,4 @@ def open_source_spec(spec: str, width: int, height: int, fps: float, stamp: bool
         source.close()
 
 
-__all__ = ["SourceError", "make_source", "open_source_spec", "resolve_source"]
+__all__ = ["SourceError", "make_source", "may_pass_through", "open_source_spec", "resolve_source"]

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from urllib.parse import SplitResult, unquote, urljoin, urlsplit
 
-from camcast.sources.base import SourceError
+from camcast.sources.base import JpegImage, SourceError
 from camcast.sources.multipart_jpeg import (
     EOI,
     MAX_PART_BYTES,
@@ -36,17 +36,6 @@ READ_SIZE = 64 * 1024
 JPEG_TYPES = ("image/jpeg", "image/jpg", "image/pjpeg")
 # No Content-Type, or one that says nothing: the first bytes tell a JPEG from a multipart body.
 UNTYPED = ("", "application/octet-stream", "binary/octet-stream")
-
-
-try:
-    from camcast.sources.base import JpegImage
-except ImportError:  # a base.py without it: the same type, defined here
-
-    @dataclass(frozen=True, slots=True)
-    class JpegImage:  # type: ignore[no-redef]
-        """One complete JPEG (SOI..EOI), exactly as the camera sent it."""
-
-        data: bytes
 
 
 @dataclass(frozen=True)
@@ -77,6 +66,10 @@ def redact(url: str) -> str:
 
 def _media_type(content_type: str) -> str:
     return content_type.partition(";")[0].strip().lower()
+
+
+class NotJpegError(SourceError):
+    """The URL answers, with something other than JPEGs (a video stream PyAV may read)."""
 
 
 class HttpMjpegSource:
@@ -138,8 +131,8 @@ class HttpMjpegSource:
             self._pending = self._whole_jpeg(response, first)
             self._next_due = time.monotonic() + 1.0 / self.fps  # this GET was the first tick
         else:
-            raise SourceError(f"{self._where()}: Content-Type {kind!r} is neither an MJPEG stream "
-                              "(multipart/x-mixed-replace) nor a JPEG")
+            raise NotJpegError(f"{self._where()}: Content-Type {kind!r} is neither an MJPEG stream "
+                               "(multipart/x-mixed-replace) nor a JPEG")
 
     def read(self) -> JpegImage | None:
         try:

@@ -11,8 +11,12 @@ import threading
 import time
 from collections.abc import Callable
 
-from camcast.frames import Frame, now_us
-from camcast.sources.base import Source, SourceError
+import cv2
+import numpy as np
+
+from camcast.encoding.jpeg import mjpeg_chunk
+from camcast.frames import Frame, JpegPart, now_us
+from camcast.sources.base import JpegImage, Source, SourceError, VideoPacket
 from camcast.sources.nosignal import no_signal_image
 from camcast.sources.pacing import Pacer
 from camcast.stamp import write_stamp
@@ -39,16 +43,18 @@ class CaptureSupervisor:
     def __init__(
         self,
         make: Callable[[], Source],
-        publish: Callable[[Frame], None],
+        publish: Callable[[Frame | JpegPart | VideoPacket], None],
         width: int,
         height: int,
         fps: float,
         watchdog_seconds: float | None = None,
         camera: str = "default",
+        pictures_wanted: Callable[[], bool] = lambda: True,
     ) -> None:
         self.camera = camera  # names the camera in log lines (a server may run several)
         self._make = make
-        self._publish = publish  # thread-safe hand-over to the frame hub
+        self._publish = publish  # thread-safe hand-over to the hubs
+        self._pictures_wanted = pictures_wanted  # a camera's own JPEGs are decoded only then
         self._fps = fps
         self.watchdog_seconds = silence_limit(fps) if watchdog_seconds is None else watchdog_seconds
         self._stop = threading.Event()
@@ -177,18 +183,20 @@ class CaptureSupervisor:
             reason = "source stopped"
             try:
                 while self._current(generation):
-                    image = source.read()
+                    item = source.read()
                     captured = now_us()
                     if not self._current(generation):
                         break  # abandoned by the watchdog while read() hung, or stopping
-                    if image is None:
+                    if item is None:
                         reason = f"{source.description}: read failed"
                         break
-                    if source.stamps:
-                        write_stamp(image, captured)
-                    self._size = (image.shape[1], image.shape[0])
+                    image = self._hand_over(item, captured)
+                    if image is not None:
+                        if source.stamps:
+                            write_stamp(image, captured)
+                        self._size = (image.shape[1], image.shape[0])
+                        self._publish(Frame(image, self._next_seq(), captured))
                     self.frames_captured += 1
-                    self._publish(Frame(image, self._next_seq(), captured))
                     self._got_frame(generation)
             except Exception as exc:
                 reason = f"{source.description}: {exc}"
@@ -200,6 +208,27 @@ class CaptureSupervisor:
             self._set_down(generation, reason)
             self._stop.wait(BACKOFF_SECONDS[0])
             failures = 1
+
+    def _hand_over(self, item: np.ndarray | JpegImage | VideoPacket, captured: int) -> np.ndarray | None:
+        """Publish what the camera compressed itself as it is; return the picture to publish as a
+        frame (a decoded one only while something needs pictures)."""
+        if isinstance(item, VideoPacket):
+            self._publish(item)
+            if item.picture is not None:
+                self._size = (item.picture.shape[1], item.picture.shape[0])
+                self._publish(Frame(item.picture, self._next_seq(), item.captured_us))
+            return None
+        if isinstance(item, JpegImage):
+            seq = self._next_seq()
+            chunk = mjpeg_chunk(item.data, captured)
+            self._publish(JpegPart(item.data, chunk, b"%x\r\n%b\r\n" % (len(chunk), chunk), seq, captured))
+            if self._pictures_wanted():
+                image = cv2.imdecode(np.frombuffer(item.data, np.uint8), cv2.IMREAD_COLOR)
+                if image is not None:  # the same picture, under the same number, for snapshots
+                    self._size = (image.shape[1], image.shape[0])
+                    self._publish(Frame(image, seq, captured))
+            return None
+        return item
 
     def _tick(self) -> None:
         name_native_thread()

@@ -16,8 +16,7 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
-from camcast.sources.base import SourceError
-from camcast.sources.mjpeg_http import JpegImage
+from camcast.sources.base import JpegImage, SourceError
 from camcast.sources.multipart_jpeg import EOI, SOI
 
 log = logging.getLogger("camcast.source")

@@ -79,10 +79,20 @@ class Peer:
         moving with its link, or held on `rendition` when one is named."""
         levels = [Level(out.rendition.name, out.packets, out.encoder.force_keyframe, out.rendition.bitrate)
                   for out in camera.renditions[codec]]
+        start = warmup = None
+        if codec == "h264" and camera.passthrough.h264 and camera.bridge is not None:
+            # The camera's own packets: it makes keyframes on its own schedule, not when asked.
+            top = levels[0]
+            levels[0] = Level(top.name, top.packets, lambda: False, top.bitrate)
+            bridge = camera.bridge
+            start = Level("bridge", bridge.packets, bridge.encoder.force_keyframe, bridge.rendition.bitrate)
+            warmup = camera.frames.subscribe(maxsize=1)  # the camera decodes from now on
         if rendition is not None:
             levels = [level for level in levels if level.name == rendition]
+            start = start if levels and levels[0].name == camera.ladder[0].name else None
         viewers = camera.viewers
-        track = PacketTrack(levels, on_sent=lambda size: viewers.sent(VIEWER_KIND, size))
+        track = PacketTrack(levels, on_sent=lambda size: viewers.sent(VIEWER_KIND, size), start=start,
+                            warmup=warmup)
         camera.sessions.add(self)
         adaptation = Adaptation(track, on_switch=camera.note_switch, viewer=f"{self.id} ({camera.name})")
         adaptation.share = functools.partial(self._estimate_share, adaptation)

@@ -50,7 +50,8 @@ class PacketTrack(MediaStreamTrack):
 
     def __init__(self, packets: Hub[EncodedPacket] | Sequence[Level],
                  force_keyframe: Callable[[], bool] | None = None,
-                 on_sent: Callable[[int], None] | None = None, queue_frames: int = QUEUE_FRAMES) -> None:
+                 on_sent: Callable[[int], None] | None = None, queue_frames: int = QUEUE_FRAMES,
+                 start: Level | None = None, warmup: Subscription[Any] | None = None) -> None:
         super().__init__()
         if isinstance(packets, Hub):
             assert force_keyframe is not None
@@ -66,6 +67,14 @@ class PacketTrack(MediaStreamTrack):
         self.on_switched: Callable[[], None] | None = None  # as a move's first packet is handed over
         self._on_sent = on_sent
         self._queue_frames = queue_frames
+        # A camera passed through cannot make a keyframe when asked: the viewer starts on `start`
+        # (the current picture encoded at once) and moves to the top rendition at its next one.
+        self._start = start
+        self._bridging = False
+        # Held from the offer until the first packet is wanted: the camera starts decoding (catching
+        # up from its last keyframe) while ICE and DTLS still connect, so the start's first keyframe
+        # comes at once.
+        self._warmup = warmup
         # Subscribed on the first recv(), i.e. once the connection is up: the encoder starts then
         # (lazily) and nothing stale piles up while ICE and DTLS are still connecting.
         self._sub: Subscription[EncodedPacket] | None = None
@@ -98,7 +107,7 @@ class PacketTrack(MediaStreamTrack):
         if self.readyState != "live":
             raise MediaStreamError
         if self._sub is None:
-            self._sub = self._packets.subscribe(maxsize=self._queue_frames)
+            self._subscribe_first()
         try:
             while True:
                 switched = self._take_pending(newer_than=self._last_captured_us)
@@ -131,6 +140,19 @@ class PacketTrack(MediaStreamTrack):
         except HubClosed:
             self.stop()
             raise MediaStreamError from None
+
+    def _subscribe_first(self) -> None:
+        self._end_warmup()
+        start = self._start
+        if start is None:
+            self._sub = self._packets.subscribe(maxsize=self._queue_frames)
+            return
+        self._sub = start.packets.subscribe(maxsize=self._queue_frames)
+        self._bridging = True
+        self._force_keyframe = start.force_keyframe
+        self._target = self.level  # ...until the level's own keyframe comes
+        self._switch_asked = time.monotonic()
+        self._pending = self._packets.subscribe(maxsize=self._queue_frames)
 
     async def _next(self, sub: Subscription[EncodedPacket]) -> EncodedPacket:
         if not self._awaiting_keyframe:
@@ -165,7 +187,7 @@ class PacketTrack(MediaStreamTrack):
             self._pending.close()
             self._pending = None
         self._target = None
-        if level == self.level:
+        if level == self.level and not self._bridging:
             return
         if self._sub is None:  # nothing sent yet: simply start there
             self._set_level(level)
@@ -210,6 +232,7 @@ class PacketTrack(MediaStreamTrack):
         self._dropped_seen = pending.dropped
         self._generation = item.generation
         self._awaiting_keyframe = False
+        self._bridging = False
         self.switches += 1
         if self.on_switched is not None:
             self.on_switched()
@@ -233,8 +256,14 @@ class PacketTrack(MediaStreamTrack):
             self._on_sent(size)
         return packet
 
+    def _end_warmup(self) -> None:
+        if self._warmup is not None:
+            self._warmup.close()
+            self._warmup = None
+
     def stop(self) -> None:
         super().stop()
+        self._end_warmup()
         for sub in (self._sub, self._pending):
             if sub is not None:
                 sub.close()  # leaves the hub: the encoder stops once nobody else listens
