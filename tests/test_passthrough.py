@@ -21,6 +21,7 @@ import pytest_asyncio
 
 from camcast.frames import now_us
 from camcast.stamp import read_stamp
+from camcast.webrtc.compat import h264_profile_codec
 from support.browser import open_page
 from support.h264files import write_bframes_mp4, write_passthrough_mp4
 from support.mjpeg import collect, open_mjpeg
@@ -34,6 +35,13 @@ __all__ = ["start_rtsp_camera"]
 pytestmark = pytest.mark.usefixtures("loopback_ice")
 
 GOP_SECONDS = 4.0
+
+
+@pytest.fixture(autouse=True)
+def viewers_take_high_profile() -> None:
+    """aiortc decodes High profile but offers only constrained baseline: these viewers offer High
+    too, as browsers do, so the camera's own stream can be answered."""
+    h264_profile_codec("64001f")
 
 
 @pytest_asyncio.fixture
@@ -102,6 +110,8 @@ async def test_an_rtsp_camera_plays_from_its_own_packets_and_new_viewers_start_a
                              until=lambda s: s["webrtc"]["sessions"][0]["switching_to"] is None)
     assert state["passthrough"]["mode"] == "passthrough"
     assert state["passthrough"]["profile_level_id"].startswith("64")  # the camera's High profile
+    # ... answered as such to a viewer that offers it.
+    assert f"profile-level-id={state['passthrough']['profile_level_id']}" in first.answer["sdp"]
 
     # A viewer arriving just after the camera's keyframe would wait a whole GOP on a plain relay.
     await after_a_camera_keyframe(http, server)

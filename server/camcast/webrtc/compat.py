@@ -19,8 +19,8 @@ import aioice.ice
 from aiortc import RTCRtpSender, RTCSctpTransport
 from aiortc.codecs import CODECS, is_rtx
 from aiortc.exceptions import InvalidStateError
-from aiortc.rtcpeerconnection import find_common_codecs
-from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from aiortc.rtcpeerconnection import find_common_codecs, is_codec_compatible
+from aiortc.rtcrtpparameters import RTCRtpCodecCapability, RTCRtpCodecParameters
 from aiortc.rtp import (
     RTCP_PSFB_APP,
     RTCP_PSFB_FIR,
@@ -36,6 +36,29 @@ from aiortc.rtp import (
 log = logging.getLogger("camcast.webrtc")
 
 _WEBRTC_STRING = 51  # SCTP payload protocol id of a text message (RFC 8831)
+
+
+def h264_profile_codec(profile_level_id: str) -> RTCRtpCodecCapability:
+    """The capability of H.264 in a camera's own profile (High, Main...), registered with aiortc's
+    codec table when new: aiortc negotiates only what that table lists (constrained baseline), and
+    a camera passed through sends its own profile."""
+    parameters: dict[str, str | int | None] = {"level-asymmetry-allowed": "1", "packetization-mode": "1",
+                                               "profile-level-id": profile_level_id.lower()}
+    table = CODECS["video"]
+    if not any(c.mimeType == "video/H264" and c.parameters == parameters for c in table):
+        payload_type = max(c.payloadType or 0 for c in table) + 1
+        table.append(RTCRtpCodecParameters(mimeType="video/H264", clockRate=90000, payloadType=payload_type,
+                                           rtcpFeedback=list(table[0].rtcpFeedback), parameters=parameters))
+        table.append(RTCRtpCodecParameters(mimeType="video/rtx", clockRate=90000,
+                                           payloadType=payload_type + 1, parameters={"apt": payload_type}))
+    return RTCRtpCodecCapability(mimeType="video/H264", clockRate=90000, parameters=parameters)
+
+
+def offers_codec(offered: Sequence[RTCRtpCodecParameters], capability: RTCRtpCodecCapability) -> bool:
+    """Whether aiortc would match `capability` with one of the offered codecs."""
+    ours = RTCRtpCodecParameters(mimeType=capability.mimeType, clockRate=capability.clockRate,
+                                 parameters=dict(capability.parameters))
+    return any(is_codec_compatible(ours, c) for c in offered)
 
 
 def common_video_codecs(offered: Sequence[RTCRtpCodecParameters]) -> list[RTCRtpCodecParameters]:

@@ -8,7 +8,7 @@ from aiortc import RTCRtpSender, sdp
 from aiortc.codecs import is_rtx
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 
-from camcast.webrtc.compat import common_video_codecs
+from camcast.webrtc.compat import common_video_codecs, h264_profile_codec, offers_codec
 
 CODEC_MIME = {"h264": "video/H264", "vp8": "video/VP8"}
 CODEC_NAMES = {"h264": "H.264", "vp8": "VP8"}
@@ -108,6 +108,23 @@ def _check_bundle(description: sdp.SessionDescription) -> None:
         if group.semantic == "BUNDLE" and group.items and str(group.items[0]) not in mids:
             raise OfferError(400, f"the offer's BUNDLE group starts with {str(group.items[0])[:40]!r}, "
                              "which is not the mid of any of its media sections")
+
+
+BASELINE_PROFILES = (0x42,)  # profile_idc of what x264's baseline (every browser's) is
+
+
+def camera_profile(profile_level_id: str | None) -> str | None:
+    """A passed-through camera's profile-level-id when it is not the baseline every peer takes."""
+    if not profile_level_id or len(profile_level_id) != 6:
+        return None
+    return None if int(profile_level_id[:2], 16) in BASELINE_PROFILES else profile_level_id
+
+
+def offers_h264_profile(text: str, profile_level_id: str) -> bool:
+    """Whether the offer's first video m-line takes H.264 (packetization-mode 1) in the profile of
+    `profile_level_id`: then a camera's own stream goes out as it is, and the answer says so."""
+    videos = video_sections(parse_offer(text))
+    return bool(videos) and offers_codec(videos[0].rtp.codecs, h264_profile_codec(profile_level_id))
 
 
 def codec_preferences(codec: str) -> list[RTCRtpCodecCapability]:

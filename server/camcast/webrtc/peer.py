@@ -23,7 +23,13 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSession
 from camcast.control import ControlBus, Message, finite_number
 from camcast.webrtc.adapt import Adaptation
 from camcast.webrtc.channel import ControlChannel
-from camcast.webrtc.compat import Retransmissions, guard_sctp, observe_rtcp, route_keyframe_requests
+from camcast.webrtc.compat import (
+    Retransmissions,
+    guard_sctp,
+    h264_profile_codec,
+    observe_rtcp,
+    route_keyframe_requests,
+)
 from camcast.webrtc.offer import OfferError, codec_preferences
 from camcast.webrtc.track import Level, PacketTrack
 
@@ -50,6 +56,7 @@ class CameraFeed:
     adaptation: Adaptation | None = None  # which rendition this m-line's link carries
     sender: RTCRtpSender | None = None
     keyframe_requests_remote: int = 0  # PLI/FIR received on this m-line
+    h264_profile: str | None = None  # a camera's own profile, answered first
 
 
 class Peer:
@@ -74,18 +81,19 @@ class Peer:
         self._closed = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
 
-    def add_camera(self, camera: Camera, codec: str, rendition: str | None = None) -> None:
+    def add_camera(self, camera: Camera, codec: str, rendition: str | None = None,
+                   h264_profile: str | None = None) -> None:
         """The next video m-line shows `camera` in `codec`, starting on its top rendition and
-        moving with its link, or held on `rendition` when one is named."""
+        moving with its link, or held on `rendition` when one is named. `h264_profile`: the
+        profile-level-id of a camera passed through, answered when the offer has it."""
         levels = [Level(out.rendition.name, out.packets, out.encoder.force_keyframe, out.rendition.bitrate)
                   for out in camera.renditions[codec]]
         start = warmup = None
         if codec == "h264" and camera.passthrough.h264 and camera.bridge is not None:
+            top, bridge = levels[0], camera.bridge
             # The camera's own packets: it makes keyframes on its own schedule, not when asked.
-            top = levels[0]
             levels[0] = Level(top.name, top.packets, lambda: False, top.bitrate)
-            bridge = camera.bridge
-            start = Level("bridge", bridge.packets, bridge.encoder.force_keyframe, bridge.rendition.bitrate)
+            start = Level("bridge", bridge.packets, bridge.encoder.force_keyframe, top.bitrate)
             warmup = camera.frames.subscribe(maxsize=1)  # the camera decodes from now on
         if rendition is not None:
             levels = [level for level in levels if level.name == rendition]
@@ -96,7 +104,8 @@ class Peer:
         camera.sessions.add(self)
         adaptation = Adaptation(track, on_switch=camera.note_switch, viewer=f"{self.id} ({camera.name})")
         adaptation.share = functools.partial(self._estimate_share, adaptation)
-        self.feeds.append(CameraFeed(camera.name, camera, codec, track, adaptation=adaptation))
+        self.feeds.append(CameraFeed(camera.name, camera, codec, track, adaptation=adaptation,
+                                     h264_profile=h264_profile))
 
     def _estimate_share(self, adaptation: Adaptation) -> float:
         """The part of this connection's bandwidth estimate that `adaptation`'s stream takes."""
@@ -142,7 +151,10 @@ class Peer:
                 continue
             transceiver = pc.addTransceiver(feed.track, direction="sendonly")
             # aiortc negotiates from these, and sends codecs[0].
-            transceiver.setCodecPreferences(codec_preferences(feed.codec))
+            preferences = codec_preferences(feed.codec)
+            if feed.h264_profile:  # registered first, so that aiortc's capabilities list it
+                preferences = [h264_profile_codec(feed.h264_profile), *codec_preferences(feed.codec)]
+            transceiver.setCodecPreferences(preferences)
             feed.sender = sender = transceiver.sender
             # PLI/FIR on this m-line go to its camera's shared encoder.
             route_keyframe_requests(sender, functools.partial(self._on_remote_keyframe_request, feed))

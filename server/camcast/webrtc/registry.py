@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from camcast.webrtc.iceconfig import rtc_configuration
-from camcast.webrtc.offer import OfferError, plan_offer, plan_sections
+from camcast.webrtc.offer import OfferError, camera_profile, offers_h264_profile, plan_offer, plan_sections
 from camcast.webrtc.options import WebRtcOptions
 from camcast.webrtc.peer import Peer
 
@@ -51,7 +51,13 @@ class PeerRegistry:
             self.rejected_offers += 1
             raise
         peer = self._new_peer(remote, via, camera)
-        peer.add_camera(camera, plan.codec, rendition)
+        # The camera's own profile is answered when offered. When it is not (Debian's Chromium offers
+        # Main and High 4:4:4 but not High), its stream still goes out: the software decoders
+        # browsers use follow the SPS, as go2rtc and MediaMTX rely on too.
+        profile = camera_profile(camera.passthrough.profile) if camera.passthrough.h264 else None
+        if plan.codec != "h264" or (profile is not None and not offers_h264_profile(offer_sdp, profile)):
+            profile = None
+        peer.add_camera(camera, plan.codec, rendition, h264_profile=profile)
         return await self._answer(peer, offer_sdp)
 
     async def open_wall(self, cameras: Sequence[Camera | str], offer_sdp: str,
