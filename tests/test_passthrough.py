@@ -262,3 +262,15 @@ async def test_an_mjpeg_camera_s_jpegs_reach_mjpeg_clients_byte_for_byte(
     assert (frames[-1].width, frames[-1].height) == (320, 240)
     assert all(f.latency_ms is not None and f.latency_ms < 3000 for f in frames[-5:])
     assert (await status(http, server))["encoders"]["jpeg"] is False
+
+
+async def test_an_rtsp_camera_over_udp(start_rtsp_camera: Any, servers: Any, viewers: Callable[..., Viewer],
+                                       http: aiohttp.ClientSession) -> None:
+    camera: RtspCamera = start_rtsp_camera(gop=30, profile="main", size=(320, 240))
+    server = servers("--source", camera.url, "--rtsp-transport", "udp")
+    viewer = viewers(server.url)
+    await viewer.connect(http)
+    await viewer.wait_frames(30, timeout=15)
+    state = await status(http, server)
+    assert state["passthrough"]["mode"] == "passthrough"
+    assert state["passthrough"]["profile_level_id"].startswith("4d")  # Main

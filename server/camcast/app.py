@@ -53,7 +53,8 @@ def build_camera(camera: CameraConfig, source_factory: Callable[[], Source] | No
         def source_factory() -> Source:
             label = camera.name if camera.name != "default" else ""
             return make_source(camera.source, camera.width, camera.height, camera.fps, camera.stamp, label,
-                               camera.transcode, lambda: built[0].capture.pictures_wanted())
+                               camera.transcode, lambda: built[0].capture.pictures_wanted(),
+                               camera.rtsp_transport)
 
     def recorder_for(built: Camera) -> Recorder:
         return make_recorder(built, recorder_settings(camera), built.control.broadcast, camera.recorder,

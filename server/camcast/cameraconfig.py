@@ -36,6 +36,7 @@ class CameraConfig:
     idle_timeout: float = 5.0  # s after the last viewer/recording/publisher leaves before the source closes
     adapt: bool = True  # renditions, and each WebRTC viewer on the best its link carries
     transcode: bool = False  # decode and re-encode a camera that encodes, instead of passing it through
+    rtsp_transport: str = "tcp"  # how an rtsp:// camera sends: tcp (interleaved) or udp
 
     @property
     def size(self) -> str:
@@ -61,6 +62,8 @@ class CameraConfig:
             raise ConfigError(f"{name('bitrate')} {self.bitrate}: must be 50000..50000000 bits/s")
         if not (0.5 <= self.idle_timeout <= 3600):
             raise ConfigError(f"{name('idle_timeout')} {self.idle_timeout:g}: must be 0.5..3600 seconds")
+        if self.rtsp_transport not in ("tcp", "udp"):
+            raise ConfigError(f"{name('rtsp_transport')} {self.rtsp_transport}: must be tcp or udp")
         self._validate_recorder(name)
         return self
 

@@ -118,6 +118,7 @@ class Config:
     idle_timeout: float = 5.0
     adapt: bool = True
     transcode: bool = False
+    rtsp_transport: str = "tcp"
     cameras: tuple[CameraConfig, ...] = ()  # the first is the one the unprefixed routes mean
     config_file: Path | None = None
     check: bool = False  # validate and exit
@@ -254,6 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--transcode", type=parse_bool, nargs="?", const=True, default=d.transcode,
                    help="decode a camera that encodes (RTSP, HTTP, a file) and encode it again, instead of "
                    "passing its own H.264 and JPEGs through")
+    p.add_argument("--rtsp-transport", default=d.rtsp_transport, choices=["tcp", "udp"],
+                   help="how rtsp:// cameras send their packets: tcp (through firewalls, no loss) or udp")
     p.add_argument("--recordings", type=Path, default=d.recordings,
                    help="folder for recordings (created if missing; must be writable); with several "
                    "cameras each records into its own subfolder, named after the camera")

@@ -22,13 +22,14 @@ def may_pass_through(spec: str, stamp: bool, transcode: bool) -> bool:
     nor asked to transcode): a stamp is drawn on decoded pictures, which then need an encode."""
     if spec.startswith("mjpeg:"):
         return True
-    if transcode or stamp or spec in ("testpattern", "auto") or spec.isdigit() or spec.startswith("/dev/"):
+    if transcode or stamp or _is_device(spec):
         return False
     return is_stream_url(spec) or "://" not in spec
 
 
 def make_source(spec: str, width: int, height: int, fps: float, stamp: bool, label: str = "",
-                transcode: bool = False, pictures_wanted: Callable[[], bool] = lambda: True) -> Source:
+                transcode: bool = False, pictures_wanted: Callable[[], bool] = lambda: True,
+                rtsp_transport: str = "tcp") -> Source:
     """`label` names the camera on the test pattern (real cameras show what they see).
     `pictures_wanted` says when a camera that encodes must be decoded too."""
     if spec == "testpattern":
@@ -38,8 +39,17 @@ def make_source(spec: str, width: int, height: int, fps: float, stamp: bool, lab
     if may_pass_through(spec, stamp, transcode):
         if spec.lower().startswith(("http://", "https://")):
             return HttpSource(spec, fps, pictures_wanted)
-        return StreamSource(spec, fps, passthrough=True, pictures_wanted=pictures_wanted)
+        return StreamSource(spec, fps, passthrough=True, pictures_wanted=pictures_wanted,
+                            rtsp_transport=rtsp_transport)
+    if transcode and not stamp and (is_stream_url(spec) or "://" not in spec) and not _is_device(spec):
+        # Decoded with PyAV all the same (TCP or UDP as asked, no probing delay), then encoded.
+        return StreamSource(spec, fps, passthrough=False, pictures_wanted=pictures_wanted,
+                            rtsp_transport=rtsp_transport)
     return OpenCVSource(spec, width, height, fps, stamp=stamp)
+
+
+def _is_device(spec: str) -> bool:
+    return spec in ("testpattern", "auto") or spec.isdigit() or spec.startswith("/dev/")
 
 
 def _camera_zero_opens() -> bool:
