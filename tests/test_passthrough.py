@@ -274,3 +274,9 @@ async def test_an_rtsp_camera_over_udp(start_rtsp_camera: Any, servers: Any, vie
     state = await status(http, server)
     assert state["passthrough"]["mode"] == "passthrough"
     assert state["passthrough"]["profile_level_id"].startswith("4d")  # Main
+    async with http.get(server.url + "metrics") as r:
+        metrics = await r.text()
+    assert 'camcast_source_mode{camera="default",mode="passthrough"} 1.0' in metrics
+    relayed = [line for line in metrics.splitlines()
+               if line.startswith('camcast_passthrough_units_total{camera="default",kind="h264"}')]
+    assert relayed and float(relayed[0].split()[-1]) > 0

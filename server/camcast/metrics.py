@@ -123,6 +123,16 @@ class PipelineCollector(Collector):
         yield _per_camera(cameras, CounterMetricFamily(
             "camcast_latency_reports_rejected", "Latency reports that were not a sane number",
             labels=c), lambda cam: [([], cam.latency.rejected)])
+        modes = ("passthrough", "jpeg passthrough", "encode", "starting")
+        yield _per_camera(cameras, GaugeMetricFamily(
+            "camcast_source_mode", "1 for what the camera's video path does now: its own H.264 or JPEGs "
+            "passed through, or decoded pictures encoded", labels=[*c, "mode"]),
+            lambda cam: [([m], int(cam.passthrough.mode == m)) for m in modes])
+        yield _per_camera(cameras, CounterMetricFamily(
+            "camcast_passthrough_units", "H.264 access units and JPEGs passed on as the camera sent them",
+            labels=[*c, "kind"]),
+            lambda cam: [(["h264"], cam.passthrough.packets_relayed),
+                         (["jpeg"], cam.passthrough.jpegs_relayed)])
 
     def _encoder_metrics(self, cameras: list[Camera]) -> Iterator[Metric]:
         ce = ["camera", "encoder"]
