@@ -95,37 +95,44 @@ def _extra_checks(runs: Runs, cameras: dict[str, Camera]) -> list[Check]:
     return checks
 
 
+def _peer_points(runs: Runs) -> list[str]:
+    points = [p for p in runs if p.endswith("-peers") and runs[p]]
+    return sorted(points, key=lambda p: len(runs[p][0]["peers"]))
+
+
 def _many_checks(s: RenditionsSettings, runs: Runs) -> list[Check]:
-    many, two = runs.get("many"), runs.get("high+medium")
-    if not many:
-        return []
     checks = []
-    n = len(many[0]["peers"])
-    if two:
-        marginal = (_cores(many).median - _cores(two).median) / (n - 2)
-        pairs = _paired(two, many, lambda a, b: (b["cores"] - a["cores"]) / (n - 2))
-        short = _short(runs, ("high+medium", "many"))
-        if short:  # what the added peers would cost at their full rate, from the cost of a packet
-            full = _per_packet_us(two, many) * _spread(two, lambda r: _sum(r, "pps") / len(r["peers"])).median
-            short += f" (at the full rate, from the CPU per packet: about {full / 1e6:.4f} cores a peer)"
-        checks.append(Check(f"marginal CPU per peer, {n} peers (half high, half medium) vs 1 + 1",
-                            f"<= {s.per_peer_target:g} cores",
-                            f"{marginal:.4f} cores (({_cores(many).fmt(3, False)} - "
-                            f"{_cores(two).fmt(3, False)}) / {n - 2}; per round {pairs.fmt(4)}; "
-                            f"{_per_packet_us(two, many):.0f} us per added RTP packet){short}",
-                            not short and marginal <= s.per_peer_target))
-    parts, ok = [], True
-    for name in _renditions_of(many):
-        low = _fps(many, name, min)
-        rate = next(p["rate"] for p in many[0]["peers"] if p["rendition"] == name)
-        ok = ok and low.median >= rate - 1.0
-        parts.append(f"{name}: slowest {low.fmt(1)} fps, median {_fps(many, name, _median).fmt(1)} fps, "
-                     f"{_kbps(many, name).fmt(0)} kbit/s")
-    errors = sum(len(r["errors"]) for r in many)
-    checks.append(Check(f"frames received at {n} peers (counted at the receivers)",
-                        "every peer at its rendition's rate (>= rate - 1 fps)",
-                        "; ".join(parts) + (f"; {errors} peers failed to connect" if errors else ""),
-                        ok and errors == 0))
+    two = runs.get("high+medium")
+    for point in _peer_points(runs):
+        many = runs[point]
+        n = len(many[0]["peers"])
+        if two:
+            marginal = (_cores(many).median - _cores(two).median) / (n - 2)
+            pairs = _paired(two, many, lambda a, b, n=n: (b["cores"] - a["cores"]) / (n - 2))
+            short = _short(runs, ("high+medium", point))
+            if short:  # what the added peers would cost at their full rate, from the cost of a packet
+                per_peer_pps = _spread(two, lambda r: _sum(r, "pps") / len(r["peers"])).median
+                full = _per_packet_us(two, many) * per_peer_pps / 1e6
+                short += f" (at the full rate, from the CPU per packet: about {full:.4f} cores a peer)"
+            checks.append(Check(f"marginal CPU per peer, {n} peers (half high, half medium) vs 1 + 1",
+                                f"<= {s.per_peer_target:g} cores",
+                                f"{marginal:.4f} cores (({_cores(many).fmt(3, False)} - "
+                                f"{_cores(two).fmt(3, False)}) / {n - 2}; per round {pairs.fmt(4)}; "
+                                f"{_per_packet_us(two, many):.0f} us per added RTP packet; event loop "
+                                f"{_spread(many, lambda r: r['loop_cores']).fmt(2, False)} cores){short}",
+                                not short and marginal <= s.per_peer_target))
+        parts, ok = [], True
+        for name in _renditions_of(many):
+            low = _fps(many, name, min)
+            rate = next(p["rate"] for p in many[0]["peers"] if p["rendition"] == name)
+            ok = ok and low.median >= rate - 1.0
+            parts.append(f"{name}: slowest {low.fmt(1)} fps, median {_fps(many, name, _median).fmt(1)} fps, "
+                         f"{_kbps(many, name).fmt(0)} kbit/s")
+        errors = sum(len(r["errors"]) for r in many)
+        checks.append(Check(f"frames received at {n} peers (counted at the receivers)",
+                            "every peer at its rendition's rate (>= rate - 1 fps)",
+                            "; ".join(parts) + (f"; {errors} peers failed to connect" if errors else ""),
+                            ok and errors == 0))
     return checks
 
 
@@ -135,8 +142,9 @@ def _median(values: list[float]) -> float:
 
 def _point_table(runs: Runs, cameras: dict[str, Camera], order: list[str]) -> Table:
     headers = ["point", "camera", "peers", "encoders (fps)", "server cores, capture only",
-               "server cores with peers", "received fps per peer (slowest / median)",
-               "kbit/s per peer (median)", "load-gen cores", "other processes' cores", "RSS MB"]
+               "server cores with peers", "of which the event loop",
+               "received fps per peer (slowest / median)", "kbit/s per peer (median)", "load-gen cores",
+               "other processes' cores", "RSS MB"]
     rows = []
     for point in order:
         rs = runs.get(point)
@@ -151,6 +159,7 @@ def _point_table(runs: Runs, cameras: dict[str, Camera], order: list[str]) -> Ta
         rows.append([
             point, _describe(camera) if camera else "-", " + ".join(f"{c} {n}" for n, c in count.items()),
             enc or "-", _spread(rs, lambda r: r["idle_cores"]).fmt(3), _cores(rs).fmt(3),
+            _spread(rs, lambda r: r["loop_cores"]).fmt(2),
             "; ".join(f"{n} {_fps(rs, n, min).fmt(1, False)} / {_fps(rs, n, _median).fmt(1, False)}"
                       for n in names),
             "; ".join(f"{n} {_kbps(rs, n).fmt(0, False)}" for n in names),
@@ -197,26 +206,29 @@ def _per_packet_us(two: list[Run], many: list[Run]) -> float:
 
 def _peers_table(runs: Runs) -> Table:
     rows = []
-    two, many = runs.get("high+medium"), runs.get("many")
-    for rs in (two, many):
+    two = runs.get("high+medium")
+    for point in ["high+medium", *_peer_points(runs)]:
+        rs = runs.get(point)
         if not rs:
             continue
         n = len(rs[0]["peers"])
         per_frame = _spread(rs, lambda r: r["cores"] * 1000.0 / max(1e-9, _sum(r, "fps")))
         marginal = per_packet = "-"
-        if rs is many and two:
-            marginal = f"{(_cores(many).median - _cores(two).median) / (n - 2):.4f}"
-            per_packet = f"{_per_packet_us(two, many):.0f}"
-        rows.append([str(n), _cores(rs).fmt(3), _encode(rs).fmt(3),
-                     _spread(rs, lambda r: _sum(r, "fps")).fmt(0),
+        if point != "high+medium" and two:
+            marginal = f"{(_cores(rs).median - _cores(two).median) / (n - 2):.4f}"
+            per_packet = f"{_per_packet_us(two, rs):.0f}"
+        rows.append([str(n), _cores(rs).fmt(3), _spread(rs, lambda r: r["loop_cores"]).fmt(2),
+                     _encode(rs).fmt(3), _fps(rs, "high", min).fmt(1), _fps(rs, "medium", min).fmt(1),
                      _spread(rs, lambda r: _sum(r, "pps")).fmt(0), per_frame.fmt(3), marginal, per_packet,
                      _spread(rs, lambda r: r["load_cores"]).fmt(2)])
     return Table("Peers on two renditions (high + medium, half the peers each)", [
-        "peers", "server cores", "server cores - capture only", "frames a second, all peers",
-        "RTP packets a second, all peers", "CPU ms per peer-frame", "marginal cores per added peer",
-        "server CPU us per added packet", "load-gen cores"], rows,
+        "peers", "server cores", "of which the event loop", "server cores - capture only",
+        "slowest high peer fps", "slowest medium peer fps", "RTP packets a second, all peers",
+        "CPU ms per peer-frame", "marginal cores per added peer", "server CPU us per added packet",
+        "load-gen cores"], rows,
         "Marginal: (cores at the larger point - cores at 1 + 1 peers) / the peers added (medians); per added "
-        "packet: the same difference over the packets a second the added peers received.")
+        "packet: the same difference over the packets a second the added peers received. The event loop is "
+        "the server's main thread: it packetizes, encrypts and sends every peer's packets.")
 
 
 def _figures(ctx: RunContext, s: RenditionsSettings, runs: Runs) -> list[Figure]:
@@ -245,27 +257,32 @@ def _figures(ctx: RunContext, s: RenditionsSettings, runs: Runs) -> list[Figure]
         figures.append(Figure("renditions_cpu.png", "Server CPU with 1, 2 and 3 renditions of one camera "
                               "active (median, bars: min-max over repeats), against the bound: the top "
                               "rendition alone plus a camera whose only encode is each added rendition's."))
-    two, many = runs.get("high+medium"), runs.get("many")
-    if two and many:
-        n = len(many[0]["peers"])
-        sp = [_cores(two), _cores(many)]
-        target = [sp[0].median, sp[0].median + s.per_peer_target * (n - 2)]
+    two, points = runs.get("high+medium"), _peer_points(runs)
+    if two and points:
+        rs = [two, *(runs[p] for p in points)]
+        x = [len(r[0]["peers"]) for r in rs]
+        sp = [_cores(r) for r in rs]
+        loop = [_spread(r, lambda r: r["loop_cores"]) for r in rs]
+        target = [sp[0].median + s.per_peer_target * (n - 2) for n in x]
         line_plot(ctx.out_dir / "renditions_peers.png", "Server CPU vs peers on high + medium", "peers",
                   "server CPU (cores)",
-                  [Series("measured", [2, n], [v.median for v in sp], [v.low for v in sp],
-                          [v.high for v in sp], "tab:blue"),
-                   Series(f"target: +{s.per_peer_target:g} cores per peer", [2, n], target,
-                          color="tab:grey")])
-        figures.append(Figure("renditions_peers.png", f"Server CPU with 1 + 1 and {n} peers (half on each "
-                              "rendition) against the per-peer target."))
+                  [Series("server", x, [v.median for v in sp], [v.low for v in sp], [v.high for v in sp],
+                          "tab:blue"),
+                   Series("its event loop (main thread)", x, [v.median for v in loop], [v.low for v in loop],
+                          [v.high for v in loop], "tab:purple"),
+                   Series(f"target: +{s.per_peer_target:g} cores per peer", x, target, color="tab:grey")],
+                  hlines=[(1.0, "one core: the event loop's ceiling")])
+        figures.append(Figure("renditions_peers.png", "Server CPU (and its event loop's) with 1 + 1 and more "
+                              "peers (half on each rendition) against the per-peer target; median, bars: "
+                              "min-max."))
     return figures
 
 
 def build_section(ctx: RunContext, s: RenditionsSettings, cameras: dict[str, Camera], runs: Runs,
                   loads: list[str]) -> Section:
-    from bench.suites.renditions import ALL_POINTS
+    from bench.suites.renditions import all_points
 
-    order = [p for p in ALL_POINTS if runs.get(p)]
+    order = [p for p in all_points(s) if runs.get(p)]
     content = "a generated textured, noisy, moving video (bench/network_content.py) played with --stamp"
     if s.content != "textured":
         content = "the test pattern"

@@ -8,7 +8,8 @@ pinned to one rendition (`?rendition=NAME`) and measures the server's CPU over a
 - high, high+medium, high+medium+low: 1, 2, 3 renditions of the ladder camera active (one peer each);
 - medium-only, low-only: a camera with `--adapt off` whose only encode is the medium (low)
   rendition's size, bitrate and rate, fed the same video scaled as the ladder's encoder scales it;
-- many: 50 peers, half pinned high, half medium, against the high+medium point (1 + 1 peers).
+- N-peers (20 and 50): N peers, half pinned high, half medium, against the high+medium point (1 + 1
+  peers).
 
 Points run round-robin over the repeats; the section compares medians.
 """
@@ -24,6 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.cameras_server import ThreadCpu
 from bench.machine import CAMCAST_READY, BusyMeter, load_average
 from bench.renditions_load import RenditionLoad
 from bench.renditions_report import build_section
@@ -35,7 +37,8 @@ from bench.suites.webrtc import SATURATED_OTHER_CORES
 from bench.webrtc_load import WebrtcPlan, usage_of
 
 _MB = 1024 * 1024
-ALL_POINTS = ("high", "high+medium", "high+medium+low", "medium-only", "low-only", "many")
+LADDER_POINTS = ("high", "high+medium", "high+medium+low", "medium-only", "low-only")
+PEERS = "peers"  # in `points`: one point per count of `many_peers`, named "<N>-peers"
 
 
 @dataclass(frozen=True)
@@ -45,15 +48,17 @@ class RenditionsSettings:
     bitrate: int = 2_000_000  # the top rendition's; the ladder derives the others from it
     content: str = "textured"  # textured | testpattern
     content_seconds: float = 10.0  # the generated file's loop
-    points: tuple[str, ...] = ALL_POINTS
-    many_peers: int = 50  # the "many" point, half pinned high, half medium
+    points: tuple[str, ...] = (*LADDER_POINTS, PEERS)
+    # Half pinned high, half medium. 50 is the target's; 20 is one this machine's 2 cores carry at the
+    # full rate beside the 20 receivers (50 aiortc receivers take ~0.9 cores of them).
+    many_peers: tuple[int, ...] = (20, 50)
     window: float = 10.0  # seconds measured with the peers on
     idle_window: float = 5.0  # seconds measured before any peer (capture only)
     settle: float = 3.0  # seconds between the last peer connecting and the window
     ramp_per_peer: float = 0.1
     max_ramp: float = 5.0
     peers_per_worker: int = 25
-    per_peer_target: float = 0.005  # cores per added peer at the many point
+    per_peer_target: float = 0.005  # cores per added peer
     # A repeat is run again (after a pause) when the rest of the machine used more than this many
     # cores during its window, or kept the 2 cores nearly saturated (as in the webrtc suite).
     max_other_cores: float = 0.8
@@ -63,7 +68,7 @@ class RenditionsSettings:
 
 
 FULL = RenditionsSettings()
-QUICK = RenditionsSettings(points=("high", "high+medium", "medium-only", "many"), many_peers=6, window=2.0,
+QUICK = RenditionsSettings(points=("high", "high+medium", "medium-only", PEERS), many_peers=(6,), window=2.0,
                            idle_window=1.0, settle=1.0, retries=0)
 
 
@@ -126,12 +131,18 @@ def cameras_of(s: RenditionsSettings) -> dict[str, Camera]:
 
 def peers_of(point: str, s: RenditionsSettings) -> tuple[str, list[str]]:
     """(camera, the rendition each peer is pinned to) of a point."""
-    if point == "many":
-        half = s.many_peers // 2
-        return "ladder", ["high", "medium"] * half + ["high"] * (s.many_peers - 2 * half)
+    if point.endswith("-peers"):
+        n = int(point.removesuffix("-peers"))
+        return "ladder", ["high", "medium"] * (n // 2) + ["high"] * (n % 2)
     if point.endswith("-only"):
         return point.removesuffix("-only"), ["high"]  # --adapt off: its one encode is named high
     return "ladder", point.split("+")
+
+
+def all_points(s: RenditionsSettings) -> list[str]:
+    """Every point the settings name, in report order."""
+    peers = [f"{n}-peers" for n in sorted(s.many_peers) if n > 2] if PEERS in s.points else []
+    return [*LADDER_POINTS, *peers]
 
 
 def _status(server: ServerProcess) -> dict[str, Any]:
@@ -179,9 +190,12 @@ def measure(ctx: RunContext, s: RenditionsSettings, camera: Camera, point: str, 
             meter.begin()
             busy.begin()
             load_cpu0 = usage_of(load.pids)
+            threads0 = ThreadCpu.of(server.pid)
             time.sleep(max(0.0, start + plan.t_end - time.time()))
             window = meter.end()
             machine = busy.end()
+            # The event loop (main thread) sends every peer's packets: one core is its ceiling.
+            loop_cores = ThreadCpu.of(server.pid).main_since(threads0) / window.seconds
             load_cores = (usage_of(load.pids) - load_cpu0) / window.seconds
             others = busy.top_others({server.pid, *load.pids})
             status = _status(server)
@@ -197,8 +211,8 @@ def measure(ctx: RunContext, s: RenditionsSettings, camera: Camera, point: str, 
     peers = [p for r in results for p in r["peers"]]
     return {
         "point": point, "camera": camera_name, "rep": rep, "attempt": attempt, "window_s": window.seconds,
-        "cores": window.cores, "cpu_s": window.cpu_seconds, "idle_cores": idle.cores,
-        "idle_window_s": idle.seconds,
+        "cores": window.cores, "cpu_s": window.cpu_seconds, "loop_cores": loop_cores,
+        "idle_cores": idle.cores, "idle_window_s": idle.seconds,
         "encoder_fps": {name: (after[name] - before.get(name, 0)) / window.seconds for name in after},
         "server_peers": len(sessions),
         "server_renditions": dict(Counter(str(p.get("rendition", "high")) for p in sessions)),
@@ -243,12 +257,13 @@ def _run_point(ctx: RunContext, s: RenditionsSettings, camera: Camera, point: st
 
 def run(ctx: RunContext) -> Section:
     s = ctx.settings("renditions", FULL, QUICK)
-    unknown = set(s.points) - set(ALL_POINTS)
+    unknown = set(s.points) - {*LADDER_POINTS, PEERS}
     if unknown:
         raise SystemExit(f"bench: renditions.points: unknown {', '.join(sorted(unknown))} "
-                         f"(of: {', '.join(ALL_POINTS)})")
+                         f"(of: {', '.join(LADDER_POINTS)}, {PEERS})")
     cameras = cameras_of(s)
-    points = [p for p in ALL_POINTS if p in s.points and peers_of(p, s)[0] in cameras]
+    points = [p for p in all_points(s) if p in s.points or p.endswith("-peers")]
+    points = [p for p in points if peers_of(p, s)[0] in cameras]
     loads = [load_average()]
     runs: dict[str, list[dict[str, Any]]] = defaultdict(list)
     total = len(points) * ctx.repeats
