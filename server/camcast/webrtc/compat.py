@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import aioice.ice
-from aiortc import RTCRtpSender, RTCSctpTransport
+from aiortc import RTCCertificate, RTCRtpSender, RTCSctpTransport
 from aiortc.codecs import CODECS, is_rtx
 from aiortc.exceptions import InvalidStateError
+from aiortc.rtcdtlstransport import SRTPProtectionProfile
 from aiortc.rtcpeerconnection import find_common_codecs, is_codec_compatible
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability, RTCRtpCodecParameters
 from aiortc.rtp import (
@@ -32,6 +33,7 @@ from aiortc.rtp import (
     RtcpSrPacket,
     unpack_remb_fci,
 )
+from OpenSSL import SSL
 
 log = logging.getLogger("camcast.webrtc")
 
@@ -230,3 +232,47 @@ def host_addresses_replaced(get_host_addresses: Callable[[bool, bool], list[str]
         yield
     finally:
         aioice.ice.get_host_addresses = original
+
+
+# -- DTLS cipher suites ----------------------------------------------------------------------------
+_ECDSA_SUITE = "ECDHE-ECDSA-"
+_RSA_SUITE = "ECDHE-RSA-"
+
+
+def with_rsa_suites(names: Sequence[str]) -> list[str]:
+    """aiortc's (D)TLS 1.2 cipher suites, then the ECDHE-RSA twin (same key exchange, cipher and MAC)
+    of each ECDHE-ECDSA one. TLS 1.3 names (TLS_...) are left out: OpenSSL sets those apart, and
+    DTLS 1.2 never uses them."""
+    tls12 = [name for name in names if not name.startswith("TLS_")]
+    twins = [_RSA_SUITE + name.removeprefix(_ECDSA_SUITE) for name in tls12 if name.startswith(_ECDSA_SUITE)]
+    return tls12 + [name for name in twins if name not in tls12]
+
+
+@contextlib.contextmanager
+def rsa_peers_accepted() -> Iterator[None]:
+    """While inside, aiortc's DTLS contexts offer ECDHE-RSA suites beside its ECDHE-ECDSA ones.
+
+    In TLS 1.2 a suite names the DTLS server's certificate type. aiortc offers ECDHE-ECDSA suites
+    only, so when it is the DTLS client (it answers an actpass offer, as WHEP does, with "active")
+    a server holding an RSA certificate (GStreamer's webrtcbin, among others) finds "no shared
+    cipher". Our own certificate stays ECDSA, so as a DTLS server we still choose only ECDSA suites;
+    the added suites are the same forward-secret key exchange and ciphers, and the peer's certificate
+    is still checked against its SDP fingerprint whatever its key type.
+    """
+    original = RTCCertificate._create_ssl_context
+    suites: list[bytes] = []  # aiortc's list never changes: read once
+
+    def create_ssl_context(certificate: RTCCertificate,
+                           srtp_profiles: list[SRTPProtectionProfile]) -> SSL.Context:
+        if not suites:  # from a context of its own: pyOpenSSL freezes one that made a Connection
+            names = SSL.Connection(original(certificate, srtp_profiles)).get_cipher_list()
+            suites.append(":".join(with_rsa_suites(names)).encode())
+        context = original(certificate, srtp_profiles)
+        context.set_cipher_list(suites[0])
+        return context
+
+    RTCCertificate._create_ssl_context = create_ssl_context  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        RTCCertificate._create_ssl_context = original  # type: ignore[method-assign]

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from camcast.appkeys import PEERS
-from camcast.webrtc.compat import closed_connects_quiet
+from camcast.webrtc.compat import closed_connects_quiet, rsa_peers_accepted
 from camcast.webrtc.iceconfig import offered_host_addresses
 from camcast.webrtc.options import WebRtcOptions
 from camcast.webrtc.registry import PeerRegistry
@@ -23,7 +23,7 @@ def setup_webrtc(app: web.Application, options: WebRtcOptions) -> None:
 
     async def webrtc_ctx(app: web.Application) -> AsyncIterator[None]:
         with offered_host_addresses(options.ice_addresses), \
-                closed_connects_quiet(asyncio.get_running_loop()):
+                closed_connects_quiet(asyncio.get_running_loop()), rsa_peers_accepted():
             yield
             await registry.close_all()
 
