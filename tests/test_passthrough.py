@@ -168,7 +168,12 @@ async def test_the_camera_rebooting_keeps_viewers_and_the_recording_going(
     async with http.post(server.url + "api/record/start") as r:
         assert r.status == 200, await r.text()
     await eventually(lambda: sorted((server.workdir / "recordings").glob("*.mp4")), 10, "a file")
-    camera.restart()
+    # While the camera is away the viewer sees camcast's "no signal" card, not a frozen picture.
+    camera.stop()
+    await eventually(lambda: status(http, server), 10, "the source lost", until=lambda s: not s["source_up"])
+    count = len(viewer.frames)
+    await viewer.wait_frames(count + 15, timeout=10)
+    camera.start()
     count = len(viewer.frames)
     await viewer.wait_frames(count + 60, timeout=30)  # it plays again after the reboot
     files = await eventually(lambda: sorted((server.workdir / "recordings").glob("*.mp4")), 20,

@@ -73,6 +73,9 @@ class Session(Protocol):
 
     async def close(self, reason: str) -> None: ...
 
+    def rebridge(self, camera: Camera) -> None:
+        """This camera's own packets stopped: its viewers take its pictures from the bridge."""
+
 
 class Camera:
     def __init__(self, settings: CameraSettings, make_source: Callable[[], Source],
@@ -118,6 +121,7 @@ class Camera:
                                             lambda jpeg: MjpegFanout(jpeg, self.viewers, settings.fps))
         self.latency = DisplayLatency()
         self.sessions: set[Session] = set()
+        self._bridged_for_outage = False
         self.switches: Counter[str] = Counter()  # viewers moved between renditions: "down", "up"
         # The control scope: messages from this camera's peers, broadcasts to them only.
         self.control = ControlBus()
@@ -153,6 +157,12 @@ class Camera:
         self.switches["down" if order.index(after) > order.index(before) else "up"] += 1
 
     def _counted(self, frame: Frame) -> None:
+        if not frame.live and self.passthrough.h264 and not self._bridged_for_outage:
+            # The source is lost: viewers of its own packets would keep its last picture; the
+            # bridge shows them the "no signal" card until the camera's next keyframe.
+            self._bridged_for_outage = True
+            for session in list(self.sessions):
+                session.rebridge(self)
         if frame.live:  # the measured rate is the source's, not the "no signal" ticker's
             if self.settings.passthrough:
                 self.passthrough.frame_arrived(frame)
@@ -162,6 +172,7 @@ class Camera:
             self.frames_captured += 1
 
     def _compressed(self, item: JpegPart | VideoPacket) -> None:
+        self._bridged_for_outage = False
         self.passthrough.relay(item)
         self.fps_meter.tick()
         self.frames_captured += 1

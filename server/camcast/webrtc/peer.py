@@ -115,6 +115,12 @@ class Peer:
             return 1.0
         return adaptation.last_sent_bps / total if total > 0 else 1.0 / len(rates)
 
+    def rebridge(self, camera: Camera) -> None:
+        """`camera`'s own packets stopped: its m-lines carry its pictures from the bridge."""
+        for feed in self.live_feeds:
+            if feed.camera is camera and feed.track is not None:
+                feed.track.rebridge()
+
     def refuse_camera(self, name: str, camera: Camera | None, reason: str) -> None:
         """The next video m-line is answered inactive: `reason` says why (the wall shows it)."""
         self.feeds.append(CameraFeed(name, camera, None, None, reason))

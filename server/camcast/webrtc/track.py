@@ -115,7 +115,12 @@ class PacketTrack(MediaStreamTrack):
                     return self._sent(switched)
                 sub = self._sub
                 assert sub is not None
-                item = await self._next(sub)
+                try:
+                    item = await self._next(sub)
+                except HubClosed:
+                    if self._sub is not sub:
+                        continue  # rebridge() replaced the subscription being waited on
+                    raise
                 # The target rendition's keyframe of this picture (or a newer one) replaces it.
                 switched = self._take_pending(newer_than=item.captured_us - 1)
                 if switched is not None:
@@ -147,6 +152,22 @@ class PacketTrack(MediaStreamTrack):
         if start is None:
             self._sub = self._packets.subscribe(maxsize=self._queue_frames)
             return
+        self._bridge_from(start)
+
+    def rebridge(self) -> None:
+        """The camera's own packets stopped (its source is lost): carry the camera's pictures
+        (its "no signal" card) from the start level until the camera's next keyframe."""
+        start = self._start
+        if start is None or self._bridging or self._sub is None or self.level != 0:
+            return
+        if self._target is not None:
+            return  # moving to another rendition already: it is encoded from the pictures
+        self._sub.close()
+        self._bridge_from(start)
+        self._awaiting_keyframe = True
+        self._last_request = -1e9
+
+    def _bridge_from(self, start: Level) -> None:
         self._sub = start.packets.subscribe(maxsize=self._queue_frames)
         self._bridging = True
         self._force_keyframe = start.force_keyframe
