@@ -12,6 +12,7 @@ import socket
 import ssl
 import sys
 from collections.abc import Iterator, Sequence
+from importlib.metadata import version
 
 from aiohttp import web
 
@@ -21,6 +22,7 @@ from camcast.config import CameraConfig, Config, ConfigError, load_config
 from camcast.logsetup import setup_logging
 from camcast.recorder import FolderError, check_opencv_writer, prepare_folder
 from camcast.sources import SourceError, open_source_spec, resolve_source
+from camcast.webrtc.compat import missing_internals
 
 log = logging.getLogger("camcast")
 
@@ -155,8 +157,17 @@ async def serve(config: Config, sock: socket.socket, tls: ssl.SSLContext | None 
         await runner.cleanup()
 
 
+def _check_webrtc_stack() -> None:
+    missing = missing_internals()
+    if missing:
+        raise StartupError(f"aiortc {version('aiortc')} / aioice {version('aioice')} lack what camcast uses "
+                           f"({', '.join(missing)}): install the tested versions, pip install -e . (see "
+                           "pyproject.toml)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
+        _check_webrtc_stack()
         config = load_config(argv)
         setup_logging(config.log_level, config.log_format)
         tls = _tls_context(config)

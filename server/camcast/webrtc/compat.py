@@ -40,6 +40,25 @@ log = logging.getLogger("camcast.webrtc")
 _WEBRTC_STRING = 51  # SCTP payload protocol id of a text message (RFC 8831)
 
 
+def missing_internals() -> list[str]:
+    """What this module relies on that the installed aiortc and aioice lack (empty when all is
+    there): checked at startup, so a changed library stops the server with one clear line instead
+    of failing a viewer later."""
+    made_in_sender_init = RTCRtpSender.__init__.__code__.co_names
+    checks = {
+        "RTCRtpSender._retransmit": hasattr(RTCRtpSender, "_retransmit"),
+        "RTCRtpSender._send_keyframe": hasattr(RTCRtpSender, "_send_keyframe"),
+        "RTCRtpSender._handle_rtcp_packet": hasattr(RTCRtpSender, "_handle_rtcp_packet"),
+        "RTCRtpSender.__rtp_history": "_RTCRtpSender__rtp_history" in made_in_sender_init,
+        "RTCRtpSender.__lsr": "_RTCRtpSender__lsr" in made_in_sender_init,
+        "RTCSctpTransport._data_channel_receive": hasattr(RTCSctpTransport, "_data_channel_receive"),
+        "RTCCertificate._create_ssl_context": hasattr(RTCCertificate, "_create_ssl_context"),
+        "aiortc.codecs.CODECS": isinstance(CODECS.get("video"), list),
+        "aioice.ice.get_host_addresses": callable(getattr(aioice.ice, "get_host_addresses", None)),
+    }
+    return [name for name, present in checks.items() if not present]
+
+
 def h264_profile_codec(profile_level_id: str) -> RTCRtpCodecCapability:
     """The capability of H.264 in a camera's own profile (High, Main...), registered with aiortc's
     codec table when new: aiortc negotiates only what that table lists (constrained baseline), and
