@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import re
 from unittest import mock
@@ -70,6 +71,26 @@ async def test_bearer_header_and_query_token_both_work(start_server, http) -> No
     async with open_mjpeg(http, f"{server.url}video.mjpg?token={TOKEN}") as reader:
         parts = await collect(reader, 10.0, limit=3)
     assert len(parts) == 3
+
+
+async def test_guessing_tokens_is_slowed_down_per_address(start_server, http) -> None:
+    server = start_server("--token", TOKEN)
+    codes = []
+    for attempt in range(20):  # as fast as the client goes: well within a second or two
+        code, headers, text = await _status(http, "GET", server.url + "api/status",
+                                            headers={"Authorization": f"Bearer guess{attempt}"})
+        codes.append(code)
+        if code == 429:
+            assert headers["Retry-After"] == "1" and "too many" in text
+    assert codes[:10] == [401] * 10 and codes[-1] == 429, codes
+    # Asking without a token is no guess; the right token works again once the guesser slows down.
+    assert (await _status(http, "GET", server.url + "api/status"))[0] == 401
+    await asyncio.sleep(1.5)  # the Retry-After the server asked for, not a wait for a condition
+    code, _, _ = await _status(http, "GET", server.url + "api/status",
+                               headers={"Authorization": f"Bearer {TOKEN}"})
+    assert code == 200
+    async with http.get(server.url + "metrics", headers={"Authorization": f"Bearer {TOKEN}"}) as r:
+        assert r.status == 200
 
 
 async def test_token_from_environment(start_server, http) -> None:

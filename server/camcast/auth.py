@@ -15,6 +15,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from camcast.appkeys import TOKEN_GUARD
+from camcast.ratelimit import TokenBucket
 
 log = logging.getLogger("camcast.auth")
 
@@ -47,14 +48,34 @@ def _unauthorized(text: str, error: str | None) -> web.Response:
                         headers={"WWW-Authenticate": challenge, "Cache-Control": "no-store"})
 
 
+# Wrong tokens from one address: a burst of this many, then one a second (a guesser gets 429).
+GUESS_BURST = 10
+GUESS_RATE = 1.0
+MAX_TRACKED_ADDRESSES = 4096  # the oldest are forgotten beyond this (a botnet cannot eat memory)
+
+
 class TokenGuard:
-    """The middleware that checks the token; counts rejections for /metrics."""
+    """The middleware that checks the token; counts rejections for /metrics and slows guessing:
+    an address that keeps presenting wrong tokens gets 429 with Retry-After until it slows down."""
 
     def __init__(self, token: str) -> None:
         if not token:
             raise ValueError("an empty token would let everyone in")
         self._token = token.encode()
         self.rejected = 0
+        self.throttled = 0
+        self._guesses: dict[str, TokenBucket] = {}
+
+    def _too_many_guesses(self, address: str) -> bool:
+        bucket = self._guesses.get(address)
+        return bucket is not None and bucket.empty
+
+    def _count_guess(self, address: str) -> None:
+        bucket = self._guesses.pop(address, None) or TokenBucket(GUESS_RATE, GUESS_BURST)
+        bucket.take()
+        self._guesses[address] = bucket  # most recent last: eviction takes the oldest
+        while len(self._guesses) > MAX_TRACKED_ADDRESSES:
+            del self._guesses[next(iter(self._guesses))]
 
     def check(self, presented: str | None) -> bool:
         if presented is None:
@@ -67,9 +88,16 @@ class TokenGuard:
         if is_public(request):
             return await handler(request)
         presented = presented_token(request)
+        address = request.remote or "?"
+        if presented is not None and self._too_many_guesses(address):
+            self.throttled += 1
+            return web.Response(status=429, text="too many wrong tokens from this address: wait a second\n",
+                                headers={"Retry-After": "1", "Cache-Control": "no-store"})
         if self.check(presented):
             return await handler(request)
         self.rejected += 1
+        if presented is not None:
+            self._count_guess(address)
         # Debug only: a client retrying without a token must not be able to flood the log.
         log.debug("%s %s: %s token from %s", request.method, request.path,
                   "wrong" if presented else "no", request.remote)

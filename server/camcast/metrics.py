@@ -78,6 +78,8 @@ class PipelineCollector(Collector):
         if guard is not None:
             yield CounterMetricFamily("camcast_auth_rejected", "Requests rejected for a missing or "
                                       "wrong token", value=guard.rejected)
+            yield CounterMetricFamily("camcast_auth_throttled", "Requests refused with 429: their "
+                                      "address kept presenting wrong tokens", value=guard.throttled)
         yield from self._runtime_metrics()
 
     def _runtime_metrics(self) -> Iterator[Metric]:

@@ -16,6 +16,12 @@ class TokenBucket:
         self._tokens = float(burst)
         self._updated = clock()
 
+    @property
+    def empty(self) -> bool:
+        """No token to spend right now (nothing is spent by asking)."""
+        now = self._clock()
+        return min(self.burst, self._tokens + (now - self._updated) * self.rate) < 1
+
     def take(self) -> bool:
         """Spend one token if there is one; False means the caller is over the limit."""
         now = self._clock()
