@@ -5,10 +5,9 @@
 
 import { HttpError } from "/client/api.js";
 import {
-  endSession, followConnectionState, gatheringComplete, lowLatencyReceiver, preferCodecs, reportSessionLost,
+  endSession, fetchIceServers, followConnectionState, gatherTimeoutMs, gatheringComplete, lowLatencyReceiver,
+  peerConnectionWith, preferCodecs, reportSessionLost,
 } from "/client/webrtc.js";
-
-const GATHER_TIMEOUT_MS = 1000;
 
 export class WallSession {
   // onLost(reason) is called at most once, when the whole connection drops.
@@ -29,7 +28,9 @@ export class WallSession {
   // Resolves with this.lanes once the answer is applied; each ok lane's receiver.track then
   // carries that camera's video (its frames start once the connection is up).
   async connect() {
-    const pc = new RTCPeerConnection({ bundlePolicy: "max-bundle" });
+    const iceServers = await fetchIceServers(this.api, this.abort.signal);
+    if (this.closed) throw new Error("closed");
+    const pc = peerConnectionWith(iceServers, { bundlePolicy: "max-bundle" });
     this.pc = pc;
     for (const name of this.cameras) {
       const transceiver = pc.addTransceiver("video", { direction: "recvonly" });
@@ -40,7 +41,7 @@ export class WallSession {
     pc.addEventListener("connectionstatechange", () => this.onConnectionState());
 
     await pc.setLocalDescription(await pc.createOffer());
-    await gatheringComplete(pc, GATHER_TIMEOUT_MS);
+    await gatheringComplete(pc, gatherTimeoutMs(iceServers));
     if (this.closed) throw new Error("closed");
     const offer = pc.localDescription;
     const response = await this.api.fetch("/wall/offer", {

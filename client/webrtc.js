@@ -6,6 +6,9 @@
 import { HttpError, cameraPath } from "/client/api.js";
 
 const GATHER_TIMEOUT_MS = 1000;
+// A relay candidate takes a round trip or two to the TURN server; without it in the offer (no
+// trickle) a viewer behind another NAT never connects.
+const GATHER_WITH_SERVERS_MS = 3000;
 const DISCONNECT_GRACE_MS = 2000;
 const END_PATIENCE_MS = 1000; // how long a closing session waits for the server's goodbye
 
@@ -51,6 +54,35 @@ export function lowLatencyReceiver(receiver) {
   }
 }
 
+// The STUN/TURN servers the server gives its pages (GET /api/ice-servers: TURN credentials are
+// minted per request and expire, so each connection asks anew). [] when that fails: on one network
+// the session connects without them.
+export async function fetchIceServers(api, signal) {
+  try {
+    const response = await api.fetch("/api/ice-servers", { signal, cache: "no-store" });
+    if (!response.ok) return [];
+    const body = await response.json();
+    return body && Array.isArray(body.iceServers) ? body.iceServers : [];
+  } catch {
+    return [];
+  }
+}
+
+// A connection with these servers; without them if the browser rejects one (a malformed entry
+// must not cost the picture).
+export function peerConnectionWith(iceServers, config = {}) {
+  try {
+    return new RTCPeerConnection({ ...config, iceServers });
+  } catch (error) {
+    console.warn("camcast: ICE servers not usable, connecting without them", error);
+    return new RTCPeerConnection({ ...config, iceServers: [] });
+  }
+}
+
+export function gatherTimeoutMs(iceServers) {
+  return iceServers.length ? GATHER_WITH_SERVERS_MS : GATHER_TIMEOUT_MS;
+}
+
 export function gatheringComplete(pc, timeoutMs) {
   return new Promise((resolve) => {
     if (pc.iceGatheringState === "complete") {
@@ -72,7 +104,8 @@ export function gatheringComplete(pc, timeoutMs) {
 
 export class WebRtcSession {
   // onLost(reason) is called at most once, when an established session drops.
-  constructor({ api, iceServers = [], onLost = () => {} }) {
+  // iceServers: null asks the server (GET /api/ice-servers) on connect.
+  constructor({ api, iceServers = null, onLost = () => {} }) {
     this.api = api;
     this.iceServers = iceServers;
     this.onLost = onLost;
@@ -88,7 +121,9 @@ export class WebRtcSession {
 
   // Resolves with the remote MediaStream once the answer is applied and the track has arrived.
   async connect() {
-    const pc = new RTCPeerConnection({ iceServers: this.iceServers });
+    const iceServers = this.iceServers ?? (await fetchIceServers(this.api, this.abort.signal));
+    if (this.closed) throw new Error("closed");
+    const pc = peerConnectionWith(iceServers);
     this.pc = pc;
     const transceiver = pc.addTransceiver("video", { direction: "recvonly" });
     preferCodecs(transceiver);
@@ -110,7 +145,7 @@ export class WebRtcSession {
     });
 
     await pc.setLocalDescription(await pc.createOffer());
-    await gatheringComplete(pc, GATHER_TIMEOUT_MS);
+    await gatheringComplete(pc, gatherTimeoutMs(iceServers));
     if (this.closed) throw new Error("closed");
     const offer = pc.localDescription;
     // ?rendition=high|medium|low on the page holds the viewer on that rendition (a quality chosen by

@@ -21,6 +21,7 @@ from camcast.sources.factory import may_pass_through
 from camcast.status import add_status_routes
 from camcast.webclient import add_client_routes
 from camcast.webrtc import WebRtcOptions, setup_webrtc
+from camcast.webrtc.iceservers import add_ice_servers_route
 
 log = logging.getLogger("camcast")
 
@@ -65,11 +66,11 @@ def build_camera(camera: CameraConfig, source_factory: Callable[[], Source] | No
 
 
 def webrtc_options(config: Config) -> WebRtcOptions:
-    servers = [parse_ice_server(url) for url in config.ice_servers]
+    servers = [parse_ice_server(url, shared_secret=bool(config.turn_secret)) for url in config.ice_servers]
     return WebRtcOptions(
         max_peers=config.max_peers, peer_timeout=config.peer_timeout,
         ice_servers=tuple((s.url, s.username, s.credential) for s in servers),
-        ice_addresses=config.ice_addresses,
+        ice_addresses=config.ice_addresses, turn_secret=config.turn_secret,
     )
 
 
@@ -86,6 +87,7 @@ def create_app(
     add_token_guard(app, config.token)
     # WebRTC's context wraps the cameras': ICE addresses hold while any session lives.
     setup_webrtc(app, webrtc_options(config))
+    add_ice_servers_route(app)  # the bundled pages' STUN/TURN servers
 
     async def cameras_ctx(app: web.Application) -> AsyncIterator[None]:
         async with cameras.running():  # each camera stops in its own explicit order

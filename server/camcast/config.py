@@ -53,9 +53,10 @@ _ICE_URL = re.compile(
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
-def parse_ice_server(text: str, label: str = "--ice-server") -> IceServer:
+def parse_ice_server(text: str, label: str = "--ice-server", shared_secret: bool = False) -> IceServer:
     """Parse a stun:/turn:/turns: URL; user and password (percent-encoded) may sit before the host.
-    `label` names the setting in errors."""
+    `label` names the setting in errors. With `shared_secret` (--turn-secret) a TURN URL may come
+    without them: its credentials are minted from the secret."""
     m = _ICE_URL.fullmatch(text.strip())
     if m is None:
         raise ConfigError(f"{label} {text}: expected stun:HOST[:PORT] or "
@@ -65,10 +66,11 @@ def parse_ice_server(text: str, label: str = "--ice-server") -> IceServer:
         raise ConfigError(f"{label} {text}: port must be 1..65535")
     if scheme == "stun" and (m["user"] or m["query"]):
         raise ConfigError(f"{label} {text}: a stun: URL takes no credentials or transport")
-    if scheme != "stun" and not m["user"]:
-        raise ConfigError(f"{label} {text}: a TURN server needs USER:PASSWORD@ before the host")
+    if scheme != "stun" and not m["user"] and not shared_secret:
+        raise ConfigError(f"{label} {text}: a TURN server needs USER:PASSWORD@ before the host "
+                          "(or --turn-secret)")
     url = f"{scheme}:{host}" + (f":{port}" if port else "") + (m["query"] or "")
-    if scheme == "stun":
+    if scheme == "stun" or not m["user"]:
         return IceServer(url)
     user, password = unquote(m["user"]), unquote(m["password"])
     if _CONTROL.search(user + password):
@@ -102,6 +104,7 @@ class Config:
     log_level: str = "info"
     log_format: str = "text"
     token: str = field(default="", repr=False)  # never printed with the config
+    turn_secret: str = field(default="", repr=False)  # never printed either
     tls_cert: Path | None = None
     tls_key: Path | None = None
     cors_origins: tuple[str, ...] = ("*",)
@@ -133,8 +136,11 @@ class Config:
         origins = origins or Origins()
         name = origins.options()
         self.camera_defaults().validate(name)
-        for url in self.ice_servers:
-            parse_ice_server(url, name("ice_server"))
+        secret = bool(self.turn_secret)
+        servers = [parse_ice_server(url, name("ice_server"), secret) for url in self.ice_servers]
+        if self.turn_secret and not any(s.url.startswith("turn") and s.username is None for s in servers):
+            raise ConfigError(f"{name('turn_secret')} needs a TURN server to mint credentials for: "
+                              f"{name.key('ice_server')} turn:HOST[:PORT] (without user and password)")
         for address in self.ice_addresses:
             try:
                 ipaddress.ip_address(address)
@@ -284,6 +290,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ice-server", dest="ice_servers", action="append", default=None, metavar="URL",
                    help="STUN/TURN server URL (repeatable; none by default): stun:HOST[:PORT] or "
                    "turn:USER:PASSWORD@HOST[:PORT][?transport=udp|tcp] (percent-encode special characters)")
+    p.add_argument("--turn-secret", default=d.turn_secret, metavar="SECRET",
+                   help="shared secret of the TURN server (coturn's use-auth-secret / static-auth-secret): "
+                   "each --ice-server turn:HOST[:PORT] given without user and password gets credentials "
+                   "minted from it, valid for an hour (prefer CAMCAST_TURN_SECRET: the command line is "
+                   "visible to other users of the machine)")
     p.add_argument("--ice-address", dest="ice_addresses", action="append", default=None, metavar="ADDR",
                    help="address offered as ICE host candidate (repeatable; default: every non-loopback "
                    "interface; 127.0.0.1 keeps WebRTC on loopback; a public/NAT address for NAT or "

@@ -1,19 +1,49 @@
-"""ICE settings: the RTCConfiguration for server peers, and the host addresses they offer."""
+"""ICE settings: the STUN/TURN servers (with TURN credentials minted from a shared secret), the
+RTCConfiguration for server peers, and the host addresses they offer."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
+import hmac
 import ipaddress
 import logging
 import socket
+import time
 from collections.abc import Callable, Iterator, Sequence
 
 from aiortc import RTCConfiguration, RTCIceServer
 
 from camcast.webrtc.compat import host_addresses_replaced
-from camcast.webrtc.options import IceServerValues
+from camcast.webrtc.options import IceServerValues, WebRtcOptions
 
 log = logging.getLogger("camcast.webrtc")
+
+
+TURN_CREDENTIAL_TTL = 3600  # seconds a minted TURN credential stays valid
+TURN_USER = "camcast"  # the name part of minted usernames (what the TURN server takes for the user)
+
+
+def turn_credentials(secret: str, now: float, ttl: int = TURN_CREDENTIAL_TTL) -> tuple[str, str]:
+    """A username and password for a TURN server that shares `secret` (coturn's `use-auth-secret`,
+    the TURN REST API): "<expiry unix time>:camcast" and base64(HMAC-SHA1(secret, username)).
+    The server checks the HMAC and the expiry itself, so nothing is stored on either side."""
+    username = f"{int(now) + ttl}:{TURN_USER}"
+    digest = hmac.new(secret.encode(), username.encode(), hashlib.sha1).digest()
+    return username, base64.b64encode(digest).decode("ascii")
+
+
+def current_ice_servers(options: WebRtcOptions, now: float | None = None) -> list[IceServerValues]:
+    """The configured servers as they are to be used now: with --turn-secret, a TURN server given
+    without user and password gets freshly minted credentials (call it per peer and per answer:
+    they expire)."""
+    servers = []
+    for url, username, credential in options.ice_servers:
+        if username is None and options.turn_secret and not url.startswith("stun:"):
+            username, credential = turn_credentials(options.turn_secret, time.time() if now is None else now)
+        servers.append((url, username, credential))
+    return servers
 
 
 def rtc_configuration(servers: Sequence[IceServerValues]) -> RTCConfiguration:

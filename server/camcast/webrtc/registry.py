@@ -12,7 +12,9 @@ import secrets
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from camcast.webrtc.iceconfig import rtc_configuration
+from aiortc import RTCConfiguration
+
+from camcast.webrtc.iceconfig import current_ice_servers, rtc_configuration
 from camcast.webrtc.offer import OfferError, camera_profile, offers_h264_profile, plan_offer, plan_sections
 from camcast.webrtc.options import WebRtcOptions
 from camcast.webrtc.peer import Peer
@@ -26,7 +28,6 @@ log = logging.getLogger("camcast.webrtc")
 class PeerRegistry:
     def __init__(self, options: WebRtcOptions) -> None:
         self.options = options
-        self.configuration = rtc_configuration(options.ice_servers)
         self._peers: dict[str, Peer] = {}
         self._negotiating = 0
         self._closed = False
@@ -36,6 +37,11 @@ class PeerRegistry:
 
     def __len__(self) -> int:
         return len(self._peers)
+
+    @property
+    def configuration(self) -> RTCConfiguration:
+        """Built for each new peer: TURN credentials minted from --turn-secret expire."""
+        return rtc_configuration(current_ice_servers(self.options))
 
     def get(self, peer_id: str) -> Peer | None:
         return self._peers.get(peer_id)

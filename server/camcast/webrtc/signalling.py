@@ -16,7 +16,7 @@ from multidict import CIMultiDict
 
 from camcast.appkeys import CAMERAS, PEERS
 from camcast.cameras import CAMERA_PREFIX, add_camera_route, camera_of
-from camcast.webrtc.iceconfig import link_headers
+from camcast.webrtc.iceconfig import current_ice_servers, link_headers
 from camcast.webrtc.offer import OfferError
 
 if TYPE_CHECKING:
@@ -137,7 +137,7 @@ async def whep_post_handler(request: web.Request) -> web.Response:
     headers: CIMultiDict[str] = CIMultiDict(_NO_STORE)
     prefix = "" if "camera" not in request.match_info else CAMERA_PREFIX.format(camera=camera.name)
     headers["Location"] = f"{prefix}/whep/{peer.id}"
-    for link in link_headers(registry.options.ice_servers):
+    for link in link_headers(current_ice_servers(registry.options)):
         headers.add("Link", link)
     return web.Response(status=201, body=answer.encode(), content_type=SDP, headers=headers)
 
@@ -146,7 +146,7 @@ async def whep_options_handler(request: web.Request) -> web.Response:
     """OPTIONS /whep (not a CORS preflight; camcast.cors answers those): what the endpoint takes."""
     camera_of(request)  # an unknown camera is a 404 here too
     headers: CIMultiDict[str] = CIMultiDict({"Allow": "POST, OPTIONS", "Accept-Post": SDP})
-    for link in link_headers(request.app[PEERS].options.ice_servers):
+    for link in link_headers(current_ice_servers(request.app[PEERS].options)):
         headers.add("Link", link)
     return web.Response(status=204, headers=headers)
 
