@@ -22,6 +22,7 @@ from camcast.status import add_status_routes
 from camcast.webclient import add_client_routes
 from camcast.webrtc import WebRtcOptions, setup_webrtc
 from camcast.webrtc.iceservers import add_ice_servers_route
+from camcast.webrtc.whip import make_publishers
 
 log = logging.getLogger("camcast")
 
@@ -62,6 +63,7 @@ def build_camera(camera: CameraConfig, source_factory: Callable[[], Source] | No
                              camera.recorder_fourcc, camera.recorder_container)
 
     built.append(Camera(settings, source_factory, recorder_for))
+    built[0].publishers = make_publishers(built[0], camera.publish, camera.publish_token)
     return built[0]
 
 

@@ -36,6 +36,7 @@ from camcast.webrtc.ping import ping
 
 if TYPE_CHECKING:
     from camcast.recorder import Recorder
+    from camcast.webrtc.whip import WhipPublisher
 
 log = logging.getLogger("camcast.camera")
 
@@ -121,6 +122,7 @@ class Camera:
                                             lambda jpeg: MjpegFanout(jpeg, self.viewers, settings.fps))
         self.latency = DisplayLatency()
         self.sessions: set[Session] = set()
+        self.publishers: list[WhipPublisher] = []  # WHIP targets (set by the app); run with the camera
         self._bridged_for_outage = False
         self.switches: Counter[str] = Counter()  # viewers moved between renditions: "down", "up"
         # The control scope: messages from this camera's peers, broadcasts to them only.
@@ -163,6 +165,8 @@ class Camera:
             self._bridged_for_outage = True
             for session in list(self.sessions):
                 session.rebridge(self)
+            for publisher in self.publishers:
+                publisher.rebridge()
         if frame.live:  # the measured rate is the source's, not the "no signal" ticker's
             if self.settings.passthrough:
                 self.passthrough.frame_arrived(frame)
@@ -182,6 +186,8 @@ class Camera:
     async def running(self) -> AsyncIterator[Camera]:
         await self.capture.start()
         await self.recorder.open()  # after the capture: pre-roll wakes it at once
+        for publisher in self.publishers:
+            publisher.start()
         try:
             yield self
         finally:
@@ -189,6 +195,8 @@ class Camera:
             await self.mjpeg_variants.close()
             # The file is finalized while peers are still connected to hear that it stopped.
             await self.recorder.close()
+            # Each SFU hears a DELETE for its session before the local peers go.
+            await asyncio.gather(*(p.stop() for p in self.publishers), return_exceptions=True)
             await self.close_sessions("server shutting down")
             await self.jpeg_encoder.close()
             for encoder in self.all_video_encoders:

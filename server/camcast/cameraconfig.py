@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from camcast.configvalues import ConfigError, Names
 
@@ -37,6 +38,11 @@ class CameraConfig:
     adapt: bool = True  # renditions, and each WebRTC viewer on the best its link carries
     transcode: bool = False  # decode and re-encode a camera that encodes, instead of passing it through
     rtsp_transport: str = "tcp"  # how an rtsp:// camera sends: tcp (interleaved) or udp
+    publish: tuple[str, ...] = ()  # WHIP endpoints this camera is published to
+    publish_token: str = field(default="", repr=False)  # their Bearer token; never printed
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "publish", tuple(self.publish))  # a file's list, kept immutable
 
     @property
     def size(self) -> str:
@@ -65,6 +71,10 @@ class CameraConfig:
         if self.rtsp_transport not in ("tcp", "udp"):
             raise ConfigError(f"{name('rtsp_transport')} {self.rtsp_transport}: must be tcp or udp")
         self._validate_recorder(name)
+        for url in self.publish:
+            check_publish_url(url, name("publish"))
+        if self.publish_token and not re.fullmatch(r"[\x21-\x7e]+", self.publish_token):
+            raise ConfigError(f"{name('publish_token')}: use printable ASCII without spaces")
         return self
 
     def _validate_recorder(self, name: Names) -> None:
@@ -94,6 +104,19 @@ class CameraConfig:
 # The settings a camera table may hold: its fields, with width and height given together as `size`.
 CAMERA_FIELDS = tuple(f.name for f in fields(CameraConfig) if f.name != "name")
 CAMERA_KEYS = frozenset(CAMERA_FIELDS) - {"width", "height"} | {"size"}
+
+
+def check_publish_url(url: str, label: str) -> None:
+    """A WHIP endpoint: an http(s) URL with a host. Raises ConfigError naming `label`."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname \
+            or any(c.isspace() or not c.isprintable() for c in url):
+        shown = parts._replace(netloc=parts.hostname or "", query="").geturl() if parts else "that URL"
+        raise ConfigError(f"{label} {shown}: expected a WHIP endpoint URL, http(s)://HOST[:PORT]/PATH")
 
 
 def device_of(source: str) -> str | None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from camcast.cameraconfig import CAMERA_FIELDS, CAMERA_KEYS, CameraConfig, device_of
+from camcast.cameraconfig import CAMERA_FIELDS, CAMERA_KEYS, CameraConfig, check_publish_url, device_of
 from camcast.configcameras import Shorthand, assemble_cameras
 from camcast.configfile import read_config_file
 from camcast.configvalues import (
@@ -122,13 +122,16 @@ class Config:
     adapt: bool = True
     transcode: bool = False
     rtsp_transport: str = "tcp"
+    publish: tuple[str, ...] = ()  # WHIP endpoints of the first camera
+    publish_token: str = field(default="", repr=False)  # never printed
     cameras: tuple[CameraConfig, ...] = ()  # the first is the one the unprefixed routes mean
     config_file: Path | None = None
     check: bool = False  # validate and exit
 
     def camera_defaults(self, name: str = "default") -> CameraConfig:
         """A camera with the global per-camera values (what a camera's own table overrides)."""
-        return CameraConfig(name, **{key: getattr(self, key) for key in CAMERA_FIELDS})
+        # --publish is the first camera's alone (load_config gives it to that one).
+        return CameraConfig(name, **{key: getattr(self, key) for key in CAMERA_FIELDS if key != "publish"})
 
     def validate(self, origins: Origins | None = None) -> Config:
         """Raise ConfigError for the first invalid setting; `origins` (from load_config) lets the
@@ -136,6 +139,8 @@ class Config:
         origins = origins or Origins()
         name = origins.options()
         self.camera_defaults().validate(name)
+        for url in self.publish:
+            check_publish_url(url, name("publish"))
         secret = bool(self.turn_secret)
         servers = [parse_ice_server(url, name("ice_server"), secret) for url in self.ice_servers]
         if self.turn_secret and not any(s.url.startswith("turn") and s.username is None for s in servers):
@@ -311,6 +316,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="access token: every route but /healthz and the player page needs it, as "
                    "'Authorization: Bearer TOKEN' or ?token=TOKEN (prefer CAMCAST_TOKEN: the command "
                    "line is visible to other users of the machine)")
+    p.add_argument("--publish", dest="publish", action="append", default=None, metavar="URL",
+                   help="WHIP endpoint (an SFU) to publish the first camera to (repeatable; per camera: "
+                   "publish in its [cameras.NAME] table)")
+    p.add_argument("--publish-token", default=d.publish_token, metavar="TOKEN",
+                   help="Bearer token for the WHIP endpoints (prefer CAMCAST_PUBLISH_TOKEN: the command "
+                   "line is visible to other users of the machine)")
     p.add_argument("--tls-cert", type=Path, default=d.tls_cert, metavar="PEM",
                    help="serve HTTPS with this certificate chain (needs --tls-key)")
     p.add_argument("--tls-key", type=Path, default=d.tls_key, metavar="PEM",
@@ -379,7 +390,7 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
     values = {**defaults, **from_file, **from_env, **given}
     width, height = values.pop("size")
     values["width"], values["height"] = width, height
-    for name in ("ice_servers", "ice_addresses"):
+    for name in ("ice_servers", "ice_addresses", "publish"):
         values[name] = tuple(values[name] or ())
     values["cors_origins"] = tuple(values["cors_origins"] or Config.cors_origins)
     flags = values.pop("cameras") or []
@@ -392,5 +403,9 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
         where = Names(file.path if file else "", None, file_keys)("source")
         shorthand = Shorthand(config.source, f"{where} {config.source}", "source" in file_keys)
     cameras = assemble_cameras(config.camera_defaults(), file, flags, shorthand)
+    first = cameras.cameras[0]
+    if config.publish and not first.publish:  # a camera's own table is more specific
+        cameras = dataclasses.replace(cameras, cameras=(dataclasses.replace(first, publish=config.publish),
+                                                        *cameras.cameras[1:]))
     origins = Origins(file.path if file else "", file_keys, cameras.tables, cameras.sources)
     return dataclasses.replace(config, cameras=cameras.cameras).validate(origins)

@@ -30,6 +30,7 @@ from camcast import __version__
 from camcast.appkeys import CAMERAS, METRICS, PEERS, TOKEN_GUARD
 from camcast.camera import Camera
 from camcast.histogram import HistogramSnapshot
+from camcast.webrtc.whip import STATES as WHIP_STATES
 
 
 def _histogram(family: HistogramMetricFamily, labels: list[str], snap: HistogramSnapshot) -> None:
@@ -71,6 +72,7 @@ class PipelineCollector(Collector):
         yield from self._encoder_metrics(cameras)
         yield from self._viewer_metrics(cameras)
         yield from self._recording_metrics(cameras)
+        yield from self._publish_metrics(cameras)
         peers = GaugeMetricFamily("camcast_control_peers", "Peers attached to a camera's control channel",
                                   labels=["camera"])
         yield _per_camera(cameras, peers, lambda c: [([], c.control.peer_count)])
@@ -211,6 +213,23 @@ class PipelineCollector(Collector):
         yield _per_camera(cameras, CounterMetricFamily(
             "camcast_recorder_dropped", "Packets the recorder lost (each waits for a keyframe)",
             labels=c), lambda cam: [([], cam.recorder.dropped)])
+
+
+    def _publish_metrics(self, cameras: list[Camera]) -> Iterator[Metric]:
+        """Per WHIP target (its URL without credentials or query)."""
+        ct = ["camera", "target"]
+        yield _per_camera(cameras, GaugeMetricFamily(
+            "camcast_publish_state", "1 for the state each WHIP target is in", labels=[*ct, "state"]),
+            lambda cam: [([p.shown, s], int(p.state == s)) for p in cam.publishers for s in WHIP_STATES])
+        yield _per_camera(cameras, CounterMetricFamily(
+            "camcast_publish_retries", "Times publishing to a WHIP target started again", labels=ct),
+            lambda cam: [([p.shown], p.retries) for p in cam.publishers])
+        yield _per_camera(cameras, CounterMetricFamily(
+            "camcast_publish_sessions", "WHIP sessions that reached publishing", labels=ct),
+            lambda cam: [([p.shown], p.sessions) for p in cam.publishers])
+        yield _per_camera(cameras, CounterMetricFamily(
+            "camcast_publish_bytes_sent", "Video bytes sent to a WHIP target", labels=ct),
+            lambda cam: [([p.shown], p.bytes_sent) for p in cam.publishers])
 
 
 class AppMetrics:

@@ -58,6 +58,7 @@ def status_of(app: web.Application, camera: Camera) -> dict[str, object]:
         "uptime": round(camera.uptime(), 1),
         "webrtc": app[PEERS].status(camera) if PEERS in app else None,
         "recording": camera.recorder.status(),
+        "publish": [publisher.status() for publisher in camera.publishers],
     }
 
 

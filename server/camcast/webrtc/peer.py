@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription, clock
 
 from camcast.control import ControlBus, Message, finite_number
+from camcast.hub import Subscription
 from camcast.webrtc.adapt import Adaptation
 from camcast.webrtc.channel import ControlChannel
 from camcast.webrtc.compat import (
@@ -59,6 +60,25 @@ class CameraFeed:
     h264_profile: str | None = None  # a camera's own profile, answered first
 
 
+def camera_levels(camera: Camera, codec: str, rendition: str | None = None
+                  ) -> tuple[list[Level], Level | None, Subscription[Any] | None]:
+    """What a PacketTrack of `camera` in `codec` sends: its renditions (only `rendition` when one is
+    named), the level it starts on, and the subscription that warms the camera's decoder up."""
+    levels = [Level(out.rendition.name, out.packets, out.encoder.force_keyframe, out.rendition.bitrate)
+              for out in camera.renditions[codec]]
+    start = warmup = None
+    if codec == "h264" and camera.passthrough.h264 and camera.bridge is not None:
+        top, bridge = levels[0], camera.bridge
+        # The camera's own packets: it makes keyframes on its own schedule, not when asked.
+        levels[0] = Level(top.name, top.packets, lambda: False, top.bitrate)
+        start = Level("bridge", bridge.packets, bridge.encoder.force_keyframe, top.bitrate)
+        warmup = camera.frames.subscribe(maxsize=1)  # the camera decodes from now on
+    if rendition is not None:
+        levels = [level for level in levels if level.name == rendition]
+        start = start if levels and levels[0].name == camera.ladder[0].name else None
+    return levels, start, warmup
+
+
 class Peer:
     def __init__(self, peer_id: str, remote: str, via: str, configuration: RTCConfiguration,
                  peer_timeout: float, on_closed: Callable[[Peer], None],
@@ -86,18 +106,7 @@ class Peer:
         """The next video m-line shows `camera` in `codec`, starting on its top rendition and
         moving with its link, or held on `rendition` when one is named. `h264_profile`: the
         profile-level-id of a camera passed through, answered when the offer has it."""
-        levels = [Level(out.rendition.name, out.packets, out.encoder.force_keyframe, out.rendition.bitrate)
-                  for out in camera.renditions[codec]]
-        start = warmup = None
-        if codec == "h264" and camera.passthrough.h264 and camera.bridge is not None:
-            top, bridge = levels[0], camera.bridge
-            # The camera's own packets: it makes keyframes on its own schedule, not when asked.
-            levels[0] = Level(top.name, top.packets, lambda: False, top.bitrate)
-            start = Level("bridge", bridge.packets, bridge.encoder.force_keyframe, top.bitrate)
-            warmup = camera.frames.subscribe(maxsize=1)  # the camera decodes from now on
-        if rendition is not None:
-            levels = [level for level in levels if level.name == rendition]
-            start = start if levels and levels[0].name == camera.ladder[0].name else None
+        levels, start, warmup = camera_levels(camera, codec, rendition)
         viewers = camera.viewers
         track = PacketTrack(levels, on_sent=lambda size: viewers.sent(VIEWER_KIND, size), start=start,
                             warmup=warmup)
