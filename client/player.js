@@ -20,6 +20,7 @@ import { RecordingsPanel } from "/client/recordings.js";
 import { renditionOfWidth, sessionOf } from "/client/rendition.js";
 import { latencyFromStamp } from "/client/stamp.js";
 import { isLighter, noticeText, showNotice } from "/client/stage-words.js";
+import { SoundControl } from "/client/sound.js";
 import { StatusLine } from "/client/status.js";
 import { Toasts } from "/client/toast.js";
 import { WebRtcSession, webrtcSupported } from "/client/webrtc.js";
@@ -537,6 +538,7 @@ function main() {
   showCamera(api, $("camera-head"), $("camera-name"), $("all-cameras"));
   elements.signIn.addEventListener("click", () => api.promptToken());
   setUpFullscreen($("fullscreen"), elements.stage, elements.video);
+  new SoundControl($("sound"), elements.video).start();
 
   window.camcast = player.state;
   window.camcastPlayer = player; // for a look from the console (and the tests) at its sessions

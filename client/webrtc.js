@@ -128,6 +128,8 @@ export class WebRtcSession {
     const transceiver = pc.addTransceiver("video", { direction: "recvonly" });
     preferCodecs(transceiver);
     lowLatencyReceiver(transceiver.receiver);
+    // The camera's sound, when it has some (the server answers the m-line inactive otherwise).
+    pc.addTransceiver("audio", { direction: "recvonly" });
     // The channel must exist before the offer so the offer carries an SCTP section.
     this.channel = pc.createDataChannel("control", { ordered: true });
     // The server closes the channel when it ends the session; the ICE timeout would take longer.
@@ -137,10 +139,12 @@ export class WebRtcSession {
     pc.addEventListener("connectionstatechange", () => this.onConnectionState());
 
     const trackArrived = new Promise((resolve) => {
+      // One stream for the picture and the sound, whichever streams the server put them in.
+      this.stream = new MediaStream();
       pc.addEventListener("track", (event) => {
         lowLatencyReceiver(event.receiver);
-        this.stream = event.streams && event.streams[0] ? event.streams[0] : new MediaStream([event.track]);
-        resolve(this.stream);
+        this.stream.addTrack(event.track);
+        if (event.track.kind === "video") resolve(this.stream);
       });
     });
 

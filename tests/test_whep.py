@@ -87,7 +87,8 @@ async def test_whep_create_play_delete(whep_server: ServerProcess, viewer: Calla
     assert re.fullmatch(r"/whep/[A-Za-z0-9_-]{16}", headers["Location"])
     assert headers["Content-Type"] == SDP
     assert v.answer["sdp"].startswith("v=0")
-    assert "m=audio" in v.answer["sdp"] and "a=inactive" in v.answer["sdp"]  # audio: nothing to send
+    audio = v.answer["sdp"].split("m=audio", 1)[1].split("m=", 1)[0]
+    assert "opus/48000" in audio and "a=sendonly" in audio  # the test pattern's tone
     frames = await v.wait_frames(10)
     assert frames[0].key
     session_id = headers["Location"].rsplit("/", 1)[1]

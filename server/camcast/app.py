@@ -47,6 +47,7 @@ def build_camera(camera: CameraConfig, source_factory: Callable[[], Source] | No
         jpeg_quality=camera.jpeg_quality, keyframe_interval=camera.keyframe_interval,
         bitrate=camera.bitrate, codec=camera.codec, on_demand=camera.on_demand,
         idle_timeout=camera.idle_timeout, adapt=camera.adapt,
+        audio=camera.audio_source,
         passthrough=(source_factory is None
                      and may_pass_through(camera.source, camera.stamp, camera.transcode)),
     )
@@ -55,8 +56,9 @@ def build_camera(camera: CameraConfig, source_factory: Callable[[], Source] | No
         def source_factory() -> Source:
             label = camera.name if camera.name != "default" else ""
             return make_source(camera.source, camera.width, camera.height, camera.fps, camera.stamp, label,
-                               camera.transcode, lambda: built[0].capture.pictures_wanted(),
-                               camera.rtsp_transport)
+                               transcode=camera.transcode,
+                               pictures_wanted=lambda: built[0].capture.pictures_wanted(),
+                               rtsp_transport=camera.rtsp_transport, flash=camera.audio_source == "tone")
 
     def recorder_for(built: Camera) -> Recorder:
         return make_recorder(built, recorder_settings(camera), built.control.broadcast, camera.recorder,

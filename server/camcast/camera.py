@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from camcast.audio import SharedAudio
 from camcast.capture import Capture
 from camcast.control import ControlBus
 from camcast.encoding.jpeg import SharedJpegEncoder
@@ -58,6 +59,7 @@ class CameraSettings:
     idle_timeout: float = 5.0
     adapt: bool = True  # a ladder of renditions, each viewer on the best its link carries
     passthrough: bool = False  # the source may send its own H.264 or JPEGs, passed on as they are
+    audio: str = "none"  # the sound: none or tone
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,9 @@ class Camera:
         self.jpeg_encoder.worker.allowed = self.passthrough.jpeg_encoder_allowed
         self.bridge = (self._rendition("h264", Rendition("bridge", 1.0, settings.bitrate, settings.fps), -1,
                                        epoch_us) if settings.passthrough else None)
+        # One Opus encode for every listener, running while someone listens.
+        self.audio = (SharedAudio(settings.name, settings.audio, epoch_us)
+                      if settings.audio != "none" else None)
         self.capture = Capture(settings.name, make_source, self.frames, settings.width, settings.height,
                                settings.fps, settings.on_demand, settings.idle_timeout, self._counted,
                                self._compressed,
@@ -185,6 +190,8 @@ class Camera:
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Camera]:
         await self.capture.start()
+        if self.audio is not None:
+            self.audio.start()
         await self.recorder.open()  # after the capture: pre-roll wakes it at once
         for publisher in self.publishers:
             publisher.start()
@@ -202,6 +209,8 @@ class Camera:
             for encoder in self.all_video_encoders:
                 await encoder.close()
             await self.capture.stop()
+            if self.audio is not None:
+                await self.audio.close()
             self.frames.close()
 
     async def close_sessions(self, reason: str) -> None:

@@ -10,6 +10,8 @@ from urllib.parse import urlsplit
 
 from camcast.configvalues import ConfigError, Names
 
+AUDIO_CHOICES = ("auto", "none", "tone")
+
 
 @dataclass(frozen=True)
 class CameraConfig:
@@ -38,11 +40,19 @@ class CameraConfig:
     adapt: bool = True  # renditions, and each WebRTC viewer on the best its link carries
     transcode: bool = False  # decode and re-encode a camera that encodes, instead of passing it through
     rtsp_transport: str = "tcp"  # how an rtsp:// camera sends: tcp (interleaved) or udp
+    audio: str = "auto"  # auto (the test pattern's tone, else none), none or tone
     publish: tuple[str, ...] = ()  # WHIP endpoints this camera is published to
     publish_token: str = field(default="", repr=False)  # their Bearer token; never printed
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "publish", tuple(self.publish))  # a file's list, kept immutable
+
+    @property
+    def audio_source(self) -> str:
+        """What the camera's sound comes from: `auto` is the tone for the test pattern, else none."""
+        if self.audio == "auto":
+            return "tone" if self.source == "testpattern" else "none"
+        return self.audio
 
     @property
     def size(self) -> str:
@@ -68,6 +78,9 @@ class CameraConfig:
             raise ConfigError(f"{name('bitrate')} {self.bitrate}: must be 50000..50000000 bits/s")
         if not (0.5 <= self.idle_timeout <= 3600):
             raise ConfigError(f"{name('idle_timeout')} {self.idle_timeout:g}: must be 0.5..3600 seconds")
+        if self.audio not in AUDIO_CHOICES:
+            raise ConfigError(f"{name('audio')} {self.audio}: must be {', '.join(AUDIO_CHOICES)} "
+                              "(ALSA devices and a stream's own sound are not supported yet)")
         if self.rtsp_transport not in ("tcp", "udp"):
             raise ConfigError(f"{name('rtsp_transport')} {self.rtsp_transport}: must be tcp or udp")
         self._validate_recorder(name)

@@ -122,6 +122,7 @@ class Config:
     adapt: bool = True
     transcode: bool = False
     rtsp_transport: str = "tcp"
+    audio: str = "auto"
     publish: tuple[str, ...] = ()  # WHIP endpoints of the first camera
     publish_token: str = field(default="", repr=False)  # never printed
     cameras: tuple[CameraConfig, ...] = ()  # the first is the one the unprefixed routes mean
@@ -266,6 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--transcode", type=parse_bool, nargs="?", const=True, default=d.transcode,
                    help="decode a camera that encodes (RTSP, HTTP, a file) and encode it again, instead of "
                    "passing its own H.264 and JPEGs through")
+    p.add_argument("--audio", default=d.audio, choices=["auto", "none", "tone"],
+                   help="the camera's sound: tone (a 1 kHz beep at every whole second, with a flash in the "
+                   "picture, for measuring A/V sync), none, or auto (the tone for the test pattern)")
     p.add_argument("--rtsp-transport", default=d.rtsp_transport, choices=["tcp", "udp"],
                    help="how rtsp:// cameras send their packets: tcp (through firewalls, no loss) or udp")
     p.add_argument("--recordings", type=Path, default=d.recordings,

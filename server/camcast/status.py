@@ -52,6 +52,7 @@ def status_of(app: web.Application, camera: Camera) -> dict[str, object]:
         "encoders": {"jpeg": camera.jpeg_encoder.running}
         | {enc.name: enc.running for enc in camera.all_video_encoders},
         "passthrough": camera.passthrough.status(),
+        "audio": camera.audio.status() if camera.audio is not None else None,
         "mjpeg_variants": camera.mjpeg_variants.status(),
         "renditions": [{"name": r.name, "scale": r.scale, "bitrate": r.bitrate, "fps": r.fps}
                        for r in camera.ladder],

@@ -27,13 +27,14 @@ def may_pass_through(spec: str, stamp: bool, transcode: bool) -> bool:
     return is_stream_url(spec) or "://" not in spec
 
 
-def make_source(spec: str, width: int, height: int, fps: float, stamp: bool, label: str = "",
+def make_source(spec: str, width: int, height: int, fps: float, stamp: bool, label: str = "", *,
+                flash: bool = False,
                 transcode: bool = False, pictures_wanted: Callable[[], bool] = lambda: True,
                 rtsp_transport: str = "tcp") -> Source:
     """`label` names the camera on the test pattern (real cameras show what they see).
     `pictures_wanted` says when a camera that encodes must be decoded too."""
     if spec == "testpattern":
-        return TestPattern(width, height, fps, label)
+        return TestPattern(width, height, fps, label, flash=flash)
     if spec.startswith("mjpeg:"):  # a UVC camera in its MJPG mode: its JPEGs as they are
         return UvcMjpegSource(spec.removeprefix("mjpeg:"), width, height, fps)
     if may_pass_through(spec, stamp, transcode):

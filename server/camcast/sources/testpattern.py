@@ -7,7 +7,10 @@ import time
 import cv2
 import numpy as np
 
+from camcast.frames import now_us
 from camcast.sources.pacing import Pacer
+
+FLASH = 64  # px: the A/V sync block
 
 
 def _color_bars(width: int, height: int) -> np.ndarray:
@@ -26,8 +29,12 @@ class TestPattern:
     description = "testpattern"
     stamps = True
 
-    def __init__(self, width: int, height: int, fps: float, label: str = "") -> None:
+    def __init__(self, width: int, height: int, fps: float, label: str = "", flash: bool = False) -> None:
         self.width, self.height, self.fps = width, height, fps
+        # With the test tone: the first frame at or after each whole second of the capture clock has
+        # a white 64x64 block in its bottom-right corner (black otherwise), beside the tone's beep.
+        self.flash = flash
+        self._flashed_second = -1
         self.label = label  # the camera's name: on a wall of test patterns, each tile says which it is
         self._background = _color_bars(width, height)
         self._pacer: Pacer | None = None
@@ -42,7 +49,13 @@ class TestPattern:
             return None
         self._pacer.wait()
         self._count += 1
-        return self._render(self._count)
+        image = self._render(self._count)
+        if self.flash:
+            second = now_us() // 1_000_000  # the supervisor stamps this frame a moment later
+            white = second != self._flashed_second
+            self._flashed_second = second
+            image[-FLASH:, -FLASH:] = 255 if white else 0
+        return image
 
     def _render(self, count: int) -> np.ndarray:
         w, h = self.width, self.height

@@ -113,6 +113,20 @@ def _check_bundle(description: sdp.SessionDescription) -> None:
 BASELINE_PROFILES = (0x42,)  # profile_idc of what x264's baseline (every browser's) is
 
 
+def offers_opus(text: str) -> bool:
+    """Whether the offer has an audio m-line that receives Opus (the camera's sound can go there)."""
+    for media in parse_offer(text).media:
+        direction = media.direction or "sendrecv"
+        if media.kind == "audio" and media.port != 0 and direction in RECEIVING_DIRECTIONS \
+                and any(c.mimeType.lower() == "audio/opus" for c in media.rtp.codecs):
+            return True
+    return False
+
+
+def opus_preferences() -> list[RTCRtpCodecCapability]:
+    return [c for c in RTCRtpSender.getCapabilities("audio").codecs if c.mimeType.lower() == "audio/opus"]
+
+
 def camera_profile(profile_level_id: str | None) -> str | None:
     """A passed-through camera's profile-level-id when it is not the baseline every peer takes."""
     if not profile_level_id or len(profile_level_id) != 6:

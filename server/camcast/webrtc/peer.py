@@ -23,6 +23,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSession
 from camcast.control import ControlBus, Message, finite_number
 from camcast.hub import Subscription
 from camcast.webrtc.adapt import Adaptation
+from camcast.webrtc.audiotrack import AudioPacketTrack
 from camcast.webrtc.channel import ControlChannel
 from camcast.webrtc.compat import (
     Retransmissions,
@@ -31,7 +32,7 @@ from camcast.webrtc.compat import (
     observe_rtcp,
     route_keyframe_requests,
 )
-from camcast.webrtc.offer import OfferError, codec_preferences
+from camcast.webrtc.offer import OfferError, codec_preferences, opus_preferences
 from camcast.webrtc.track import Level, PacketTrack
 
 if TYPE_CHECKING:
@@ -94,6 +95,7 @@ class Peer:
         self.close_reason: str | None = None
         self.pc = RTCPeerConnection(configuration)
         self.feeds: list[CameraFeed] = []
+        self.audio_track: AudioPacketTrack | None = None
         self._watching = False  # counted as a viewer: from connected until closed
         self.control = ControlChannel(peer_id, control, on_accepted=self._bookkeep) if control else None
         self._on_closed = on_closed
@@ -123,6 +125,11 @@ class Peer:
         if len(rates) <= 1:
             return 1.0
         return adaptation.last_sent_bps / total if total > 0 else 1.0 / len(rates)
+
+    def add_audio(self, camera: Camera) -> None:
+        """The offer's audio m-line carries `camera`'s sound (its one shared Opus encode)."""
+        assert camera.audio is not None
+        self.audio_track = AudioPacketTrack(camera.audio.packets)
 
     def rebridge(self, camera: Camera) -> None:
         """`camera`'s own packets stopped: its m-lines carry its pictures from the bridge."""
@@ -177,6 +184,10 @@ class Peer:
                 observe_rtcp(sender, feed.adaptation.on_feedback)
                 feed.track.on_switched = Retransmissions(sender).forget_sent
             ours.append(transceiver)
+        if self.audio_track is not None:
+            audio = pc.addTransceiver(self.audio_track, direction="sendonly")
+            audio.setCodecPreferences(opus_preferences())
+            ours.append(audio)
         if self.control is not None:
             pc.on("datachannel", self.control.adopt)
         pc.on("connectionstatechange", self._on_connection_state)
@@ -304,6 +315,8 @@ class Peer:
         for feed in self.live_feeds:
             if feed.track is not None:
                 feed.track.stop()
+        if self.audio_track is not None:
+            self.audio_track.stop()  # leaves the Opus hub: the encoder stops after the last listener
         try:
             await asyncio.wait_for(self.pc.close(), CLOSE_TIMEOUT)
         except Exception as exc:
@@ -345,6 +358,7 @@ class Peer:
             "control_open": self.control.open if self.control else False,
             "control_dropped": self.control.dropped_in if self.control else 0,
             "latency_ms": self.latency_ms,
+            "audio_packets_sent": self.audio_track.packets_sent if self.audio_track else 0,
             **(feed.adaptation.status() if feed and feed.adaptation else {}),
         }
 

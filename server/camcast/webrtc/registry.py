@@ -15,7 +15,14 @@ from typing import TYPE_CHECKING
 from aiortc import RTCConfiguration
 
 from camcast.webrtc.iceconfig import current_ice_servers, rtc_configuration
-from camcast.webrtc.offer import OfferError, camera_profile, offers_h264_profile, plan_offer, plan_sections
+from camcast.webrtc.offer import (
+    OfferError,
+    camera_profile,
+    offers_h264_profile,
+    offers_opus,
+    plan_offer,
+    plan_sections,
+)
 from camcast.webrtc.options import WebRtcOptions
 from camcast.webrtc.peer import Peer
 
@@ -64,6 +71,8 @@ class PeerRegistry:
         if plan.codec != "h264" or (profile is not None and not offers_h264_profile(offer_sdp, profile)):
             profile = None
         peer.add_camera(camera, plan.codec, rendition, h264_profile=profile)
+        if camera.audio is not None and offers_opus(offer_sdp):
+            peer.add_audio(camera)
         return await self._answer(peer, offer_sdp)
 
     async def open_wall(self, cameras: Sequence[Camera | str], offer_sdp: str,
