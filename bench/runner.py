@@ -23,6 +23,7 @@ from bench.serverproc import REPO_ROOT
 # Suites in report order; each is the module bench.suites.<name> with a SUITE attribute.
 SUITE_NAMES: tuple[str, ...] = ("mjpeg", "webrtc", "recording", "browser", "soak", "cameras", "network",
                                "renditions")
+SUITE_NAMES += ("whip",)  # needs root and Janus (tests/support/janus.py)
 
 C = TypeVar("C")
 P = TypeVar("P")

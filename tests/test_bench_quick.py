@@ -119,3 +119,21 @@ def test_quick_renditions_bench_writes_report(tmp_path: Path) -> None:
     assert "Peer errors: 0;" in report
     assert "rendition than pinned (from /api/status): none." in report
     assert "| medium-only | 320x240 @ 30 fps, 400 kbit/s (one encode) | 1 high | h264 " in report
+
+
+def test_quick_whip_bench_writes_report(tmp_path: Path) -> None:
+    from support import janus
+
+    assert janus.missing() is None, janus.missing()
+    tiny = {"subscribers": "2", "window": "1.5", "settle": "1.5", "lead": "1.5", "idle_window": "0.5"}
+    report = _quick(tmp_path, "whip", tiny)
+    assert "## WHIP: publishing to Janus" in report
+    assert "| camcast CPU with the publisher | rise <= the cost of one local WebRTC peer |" in report
+    assert "| whip | " in report and "| local | " in report
+    assert "### Janus killed and started again" in report
+    for png in ("whip_latency_cdf.png", "whip_restart_cdf.png"):
+        assert (tmp_path / png).stat().st_size > 1000
+        assert f"]({png})" in report
+    # Every subscriber joined through Janus and got frames; the restarted Janus played again.
+    assert "Subscriber errors: 0." in report
+    assert "never played 0" in report
