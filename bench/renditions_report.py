@@ -66,12 +66,18 @@ def _rendition_label(name: str, cameras: dict[str, Camera]) -> str:
     return f"{name} ({_describe(c).split(' (')[0]})" if c else name
 
 
+def _sent_short(r: Run) -> float:
+    """Sessions the server sent under their rendition's rate over the window (then it did less work)."""
+    if "sent_short" in r:
+        return float(r["sent_short"])
+    return float(sum(1 for x in r["peers"] if x["fps"] < x["rate"] - 1.0))  # runs from before it was kept
+
+
 def _short(runs: Runs, points: tuple[str, ...]) -> str:
-    """Empty when every peer of these points got its rendition's rate (median over repeats), else why not:
-    less CPU for fewer frames is no saving, so such figures do not count."""
-    slow = [p for p in points
-            if _spread(runs[p], lambda r: min(x["fps"] - x["rate"] for x in r["peers"])).median < -1.0]
-    return f"; not comparable: peers of {', '.join(slow)} got under their rate" if slow else ""
+    """Empty when the server sent every peer of these points its rendition's rate (median over repeats),
+    else why not: less CPU for fewer frames is no saving, so such figures do not count."""
+    slow = [p for p in points if _spread(runs[p], _sent_short).median > 0]
+    return f"; not comparable: the server sent peers of {', '.join(slow)} under their rate" if slow else ""
 
 
 def _extra_checks(runs: Runs, cameras: dict[str, Camera]) -> list[Check]:
@@ -218,12 +224,16 @@ def _peers_table(runs: Runs) -> Table:
             marginal = f"{(_cores(rs).median - _cores(two).median) / (n - 2):.4f}"
             per_packet = f"{_per_packet_us(two, rs):.0f}"
         rows.append([str(n), _cores(rs).fmt(3), _spread(rs, lambda r: r["loop_cores"]).fmt(2),
-                     _encode(rs).fmt(3), _fps(rs, "high", min).fmt(1), _fps(rs, "medium", min).fmt(1),
+                     _encode(rs).fmt(3), _spread(rs, lambda r: min(r.get("sent_fps") or [math.nan])).fmt(1),
+                     _spread(rs, _sent_short).fmt(0), _fps(rs, "high", min).fmt(1),
+                     _fps(rs, "medium", min).fmt(1),
                      _spread(rs, lambda r: _sum(r, "pps")).fmt(0), per_frame.fmt(3), marginal, per_packet,
                      _spread(rs, lambda r: r["load_cores"]).fmt(2)])
     return Table("Peers on two renditions (high + medium, half the peers each)", [
         "peers", "server cores", "of which the event loop", "server cores - capture only",
-        "slowest high peer fps", "slowest medium peer fps", "RTP packets a second, all peers",
+        "slowest session, fps sent by the server", "sessions sent under their rate",
+        "slowest high peer fps received", "slowest medium peer fps received",
+        "RTP packets a second, all peers",
         "CPU ms per peer-frame", "marginal cores per added peer", "server CPU us per added packet",
         "load-gen cores"], rows,
         "Marginal: (cores at the larger point - cores at 1 + 1 peers) / the peers added (medians); per added "
@@ -309,7 +319,8 @@ def build_section(ctx: RunContext, s: RenditionsSettings, cameras: dict[str, Cam
         f"Peer errors: {errors}; RTP packets lost at the receivers: {lost}. Server sessions on another "
         f"rendition than pinned (from /api/status): {', '.join(mismatch) or 'none'}.",
         f"Repeats run again because other processes took the machine: {disturbed}; still disturbed after the "
-        f"retries: {still}. Load average at start and end: {loads[0]} / {loads[-1]}.",
+        f"retries: {still}; waited {sum(r.get('quiet_wait_s', 0.0) for r in all_runs):.0f} s in all for a "
+        f"quieter machine before attempts. Load average at start and end: {loads[0]} / {loads[-1]}.",
     ]
     if math.isnan(_cores(runs.get("high", [])).median):
         section.notes.append("The high point did not run: no extra-rendition figures.")

@@ -65,11 +65,17 @@ class RenditionsSettings:
     max_machine_cores: float = 1.85
     retries: int = 4
     retry_pause: float = 10.0  # others' bursts (test runs) last tens of seconds
+    # Before every attempt, wait (up to quiet_max_wait s) until the machine, with nothing of this
+    # suite running, is busy no more than quiet_cores over quiet_sample s: a window started in
+    # the middle of someone's test run is wasted.
+    quiet_cores: float = 0.5
+    quiet_sample: float = 3.0
+    quiet_max_wait: float = 300.0
 
 
 FULL = RenditionsSettings()
 QUICK = RenditionsSettings(points=("high", "high+medium", "medium-only", PEERS), many_peers=(6,), window=2.0,
-                           idle_window=1.0, settle=1.0, retries=0)
+                           idle_window=1.0, settle=1.0, retries=0, quiet_max_wait=0.0)
 
 
 @dataclass(frozen=True)
@@ -185,12 +191,17 @@ def measure(ctx: RunContext, s: RenditionsSettings, camera: Camera, point: str, 
             start = load.start()
             time.sleep(max(0.0, start + plan.t_window - time.time()))
             settled = _status(server)  # every peer on: the sessions and what they are sent
+            settled_at = time.monotonic()
             before = _encoders(settled)
             meter, busy = WindowMeter(server), BusyMeter()
             meter.begin()
             busy.begin()
             load_cpu0 = usage_of(load.pids)
             threads0 = ThreadCpu.of(server.pid)
+            # What the server sent each session, read just before the peers leave at the window's end.
+            time.sleep(max(0.0, start + plan.t_end - 0.3 - time.time()))
+            last = _status(server)
+            sent_s = time.monotonic() - settled_at
             time.sleep(max(0.0, start + plan.t_end - time.time()))
             window = meter.end()
             machine = busy.end()
@@ -208,6 +219,9 @@ def measure(ctx: RunContext, s: RenditionsSettings, camera: Camera, point: str, 
     # The rate each peer should get: its rendition's (a one-encode camera's own for its one "high").
     rates = {n: r.fps for n, r in ladder_of(s).items()} if camera.adapt else {"high": camera.fps}
     sessions = settled["webrtc"]["sessions"]
+    sent0 = {p["id"]: (p["frames_sent"], str(p.get("rendition", "high"))) for p in sessions}
+    sent = {p["id"]: ((p["frames_sent"] - sent0[p["id"]][0]) / sent_s, sent0[p["id"]][1])
+            for p in last["webrtc"]["sessions"] if p["id"] in sent0}
     peers = [p for r in results for p in r["peers"]]
     return {
         "point": point, "camera": camera_name, "rep": rep, "attempt": attempt, "window_s": window.seconds,
@@ -215,6 +229,9 @@ def measure(ctx: RunContext, s: RenditionsSettings, camera: Camera, point: str, 
         "idle_cores": idle.cores, "idle_window_s": idle.seconds,
         "encoder_fps": {name: (after[name] - before.get(name, 0)) / window.seconds for name in after},
         "server_peers": len(sessions),
+        # Frames a second the server sent each session: it did the whole work only at the full rate.
+        "sent_fps": [f for f, _ in sent.values()],
+        "sent_short": len(sessions) - len(sent) + sum(1 for f, r in sent.values() if f < rates[r] - 1.0),
         "server_renditions": dict(Counter(str(p.get("rendition", "high")) for p in sessions)),
         "peers": [{"rendition": p["rendition"], "rate": rates[p["rendition"]], "fps": p["frames"] / s.window,
                    "kbps": p["bytes"] * 8 / s.window / 1000, "pps": p["packets"] / s.window,
@@ -236,12 +253,29 @@ def _disturbed(result: dict[str, Any], s: RenditionsSettings) -> bool:
                     and result["other_cores"] > SATURATED_OTHER_CORES))
 
 
+def _wait_quiet(ctx: RunContext, s: RenditionsSettings) -> float:
+    """Seconds waited for the rest of the machine to calm down (nothing of ours runs now)."""
+    started = time.monotonic()
+    while time.monotonic() - started < s.quiet_max_wait:
+        busy = BusyMeter()
+        busy.begin()
+        time.sleep(s.quiet_sample)
+        cores = busy.end()
+        if cores <= s.quiet_cores:
+            break
+        ctx.log(f"  waiting for a quieter machine: {cores:.2f} cores busy "
+                f"({', '.join(busy.top_others(set())) or '-'})")
+    return time.monotonic() - started
+
+
 def _run_point(ctx: RunContext, s: RenditionsSettings, camera: Camera, point: str,
                rep: int) -> dict[str, Any]:
     """Measure; run again (up to `retries` times) when the rest of the machine took too much CPU."""
     disturbed = []
     for attempt in range(s.retries + 1):
+        waited = _wait_quiet(ctx, s)
         result = measure(ctx, s, camera, point, rep, attempt)
+        result["quiet_wait_s"] = waited
         result["disturbed"] = _disturbed(result, s)
         if not result["disturbed"] or attempt == s.retries:
             result["disturbed_attempts"] = disturbed
