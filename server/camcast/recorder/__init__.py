@@ -36,4 +36,4 @@ def make_recorder(camera: Camera, settings: RecorderSettings, notify: Callable[[
                           since_keyframe=lambda: camera.passthrough.gop if camera.passthrough.h264 else [])
     else:
         raise ValueError(f"unknown recorder backend {backend!r}")
-    return Recorder(feed, settings, notify)
+    return Recorder(feed, settings, notify, audio=camera.audio)

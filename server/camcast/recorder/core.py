@@ -1,6 +1,9 @@
 """The recorder of one stream: one recording at a time, shared by every viewer.
 
 State machine: stopped → (start: wait for a keyframe) → recording → (stop, failure) → stopped.
+With sound (mp4 only) a second tap takes the camera's Opus packets while a run lasts: each
+packet captured at or after the current file's first frame goes to the same writer. Pre-roll is
+video only: the sound starts at the press.
 Everything here runs on the event loop and never waits on disk: a `WriterThread` per run does
 the file work. Each change of state goes to `notify` (the control bus broadcast).
 """
@@ -11,22 +14,27 @@ import asyncio
 import contextlib
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from camcast.control import ControlError, Message, error
 from camcast.frames import now_us
 from camcast.hub import HubClosed, Subscription
-from camcast.recorder.feeds import Feed
+from camcast.recorder.feeds import Feed, audio_job
 from camcast.recorder.naming import create_unique, iso_utc
 from camcast.recorder.preroll import PrerollBuffer
 from camcast.recorder.sinks import Create, Job, RecordError, Sink
 from camcast.recorder.storage import Library, apply_retention, disk_problem
 from camcast.recorder.writer import FileInfo, WriterThread
 
+if TYPE_CHECKING:
+    from camcast.audio import AudioPacket, SharedAudio
+
 log = logging.getLogger("camcast.recorder")
+AUDIO_BACKLOG = 500  # Opus packets (10 s) that may wait for the writer on top of the video's
 
 
 @dataclass(frozen=True)
@@ -66,11 +74,18 @@ class Recorder:
         settings: RecorderSettings,
         notify: Callable[[Message], None],
         create: Create = create_unique,
+        audio: SharedAudio | None = None,
     ) -> None:
         if settings.preroll > 0 and not feed.supports_preroll:
             raise ValueError(f"the {feed.kind} recorder has no pre-roll")
         self.feed = feed
         self.settings = settings
+        self._audio: SharedAudio | None = None
+        if audio is not None and feed.supports_audio:
+            self._audio = audio
+            feed.with_audio = True
+        elif audio is not None:
+            log.info("the %s recorder records no audio", feed.kind)
         # Thresholds are plain attributes: an operator (or a test) may change them at run time.
         self.min_free_bytes = settings.min_free_bytes
         self.min_free_ratio = settings.min_free_ratio
@@ -87,6 +102,11 @@ class Recorder:
                          if settings.preroll > 0 else None)
         self._sub: Subscription[Any] | None = None
         self._tap_task: asyncio.Task[None] | None = None
+        self._audio_sub: Subscription[AudioPacket] | None = None
+        self._audio_task: asyncio.Task[None] | None = None
+        # The last second of sound: the picture comes out of its encoder later than the sound
+        # captured with it, so a new file takes what it missed from here.
+        self._audio_recent: deque[AudioPacket] = deque(maxlen=50)
         self._retention_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.dropped = 0  # packets the recorder's subscription lost (each forces a keyframe wait)
@@ -108,6 +128,7 @@ class Recorder:
             if task is not None:
                 task.cancel()
         await self._stop_tap()
+        await self._stop_audio_tap()
         for task in (self._retention_task, *self._tasks):
             if task is not None:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -180,6 +201,7 @@ class Recorder:
             if problem:  # refuse a doomed start before touching anything
                 raise RecordError(problem)
             backlog = self.feed.max_pending + (len(self._preroll) if self._preroll is not None else 0)
+            backlog += AUDIO_BACKLOG if self._audio is not None else 0
             writer = WriterThread(loop, self, self._open_sink, self._disk_problem, self._folder_lock,
                                   self._after_close, backlog)
             run = _Run(writer, press_us, loop)
@@ -195,6 +217,7 @@ class Recorder:
                 for item in self.feed.backlog():
                     self._feed_item(run, item)
             self._start_tap()
+            self._start_audio_tap()
             if not run.started:
                 self.feed.request_keyframe()  # the file starts on the next frame, as a keyframe
             try:
@@ -244,6 +267,7 @@ class Recorder:
             self._run = None
         if self._preroll is None:
             await self._stop_tap()
+        await self._stop_audio_tap(drain=run)
         run.writer.stop()
         try:
             await asyncio.wait_for(asyncio.shield(run.ended), self.settings.stop_timeout)
@@ -321,6 +345,48 @@ class Recorder:
                 except RecordError as exc:  # the writer's backlog is full
                     self.writer_failed(run.writer, str(exc))
 
+    def _start_audio_tap(self) -> None:
+        if self._audio is None or (self._audio_task is not None and not self._audio_task.done()):
+            return
+        # Subscribing starts the camera's Opus encode; 2 s deep so a busy loop loses nothing.
+        self._audio_sub = self._audio.packets.subscribe(maxsize=100)
+        self._audio_task = asyncio.get_running_loop().create_task(
+            self._audio_tap(self._audio_sub), name="recorder-audio-tap")
+
+    async def _stop_audio_tap(self, drain: _Run | None = None) -> None:
+        task, self._audio_task = self._audio_task, None
+        if drain is not None and self._audio_sub is not None:  # the sound up to the last frame too
+            while (item := self._audio_sub.get_nowait()) is not None:
+                self._take_audio(item, drain)
+        if self._audio_sub is not None:
+            self._audio_sub.close()
+            self._audio_sub = None
+        self._audio_recent.clear()
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _audio_tap(self, sub: Subscription[AudioPacket]) -> None:
+        while True:
+            try:
+                item = await sub.get()
+            except HubClosed:
+                return
+            self._take_audio(item)
+
+    def _take_audio(self, item: AudioPacket, run: _Run | None = None) -> None:
+        self._audio_recent.append(item)
+        run = run or self._run
+        # Only sound from the current file's first frame on (a file never starts with sound before
+        # its picture); a lost packet is a 20 ms gap, nothing to wait for.
+        if run is None or run.failed or not run.started or item.captured_us < run.segment_start_us:
+            return
+        try:
+            run.writer.write(audio_job(item))
+        except RecordError as exc:  # the writer's backlog is full
+            self.writer_failed(run.writer, str(exc))
+
     def _feed_item(self, run: _Run, item: Any) -> None:
         feed, s = self.feed, self.settings
         key = feed.is_key(item)
@@ -353,6 +419,9 @@ class Recorder:
         run.need_key = False
         run.segment_start_us = item.captured_us
         run.writer.open(self.feed.job(item))
+        for sound in self._audio_recent:
+            if sound.captured_us >= item.captured_us:
+                run.writer.write(audio_job(sound))
 
     # -- writer events (on the loop) -------------------------------------------------------------
     def writer_opened(self, writer: WriterThread, info: FileInfo) -> None:

@@ -2,7 +2,7 @@
 
 A feed hides the difference from the recorder's state machine: which hub to subscribe to,
 where a file may start (a keyframe; any frame for OpenCV), what starts a new chain (an
-encoder generation; a new frame size) and how to open a file.
+encoder generation; a new frame size), how to open a file and whether it takes sound.
 """
 
 from __future__ import annotations
@@ -11,9 +11,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from camcast.audio import AudioPacket
 from camcast.frames import EncodedPacket, Frame
 from camcast.hub import Hub, Subscription
 from camcast.recorder.sinks import (
+    AudioJob,
     Create,
     Fmp4Sink,
     FrameJob,
@@ -28,6 +30,8 @@ class Feed(Protocol):
     kind: str
     fps: float
     supports_preroll: bool
+    supports_audio: bool
+    with_audio: bool  # set by the recorder when the camera has sound
     # How many jobs may wait for the writer before the recording stops ("disk too slow").
     max_pending: int
 
@@ -54,6 +58,7 @@ class PacketFeed:
 
     kind = "mp4"
     supports_preroll = True
+    supports_audio = True
 
     def __init__(self, packets: Hub[EncodedPacket], force_keyframe: Callable[..., bool], fps: float,
                  backlog_seconds: float = 10.0,
@@ -63,6 +68,7 @@ class PacketFeed:
         self._since_keyframe = since_keyframe
         self.fps = fps
         self.max_pending = max(30, round(fps * backlog_seconds))
+        self.with_audio = False
 
     def subscribe(self) -> Subscription[EncodedPacket]:
         # Deep enough that the recorder never drops a packet while the loop is busy for a moment.
@@ -89,7 +95,7 @@ class PacketFeed:
 
     def open_sink(self, folder: Path, job: Job, create: Create) -> Sink:
         assert isinstance(job, PacketJob)
-        return Fmp4Sink(folder, job, self.fps, create)
+        return Fmp4Sink(folder, job, self.fps, create, audio=self.with_audio)
 
 
 class FrameFeed:
@@ -97,6 +103,8 @@ class FrameFeed:
 
     kind = "opencv"
     supports_preroll = False
+    supports_audio = False
+    with_audio = False
 
     def __init__(self, frames: Hub[Frame], fps: float, fourcc: str = "MJPG", container: str = "avi",
                  backlog_seconds: float = 2.0) -> None:
@@ -127,3 +135,7 @@ class FrameFeed:
     def open_sink(self, folder: Path, job: Job, create: Create) -> Sink:
         assert isinstance(job, FrameJob)
         return OpenCvSink(folder, job, self.fps, self.fourcc, self.container, create)
+
+
+def audio_job(item: AudioPacket) -> AudioJob:
+    return AudioJob(bytes(item.packet), int(item.packet.pts), item.captured_us)

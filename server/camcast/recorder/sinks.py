@@ -4,6 +4,7 @@
   The mp4 muxer takes SPS/PPS from the first keyframe (they are in-band), writes the moov
   before the first fragment and then one moof+mdat about every second, so a crash or a power
   cut loses at most the fragment being built.
+  With sound, an Opus track goes in the same fragments (its packets are copied, not re-encoded).
 - `OpenCvSink` feeds decoded frames to a cv2.VideoWriter (`--recorder opencv`).
 """
 
@@ -15,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import cache
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -23,6 +25,9 @@ import cv2
 import numpy as np
 
 TIME_BASE = Fraction(1, 90000)
+AUDIO_RATE = 48000
+AUDIO_TIME_BASE = Fraction(1, AUDIO_RATE)
+OPUS_FRAME = 960  # 20 ms
 FRAGMENT_US = 1_000_000
 MP4_OPTIONS = {
     "movflags": "frag_keyframe+empty_moov+default_base_moof",
@@ -30,6 +35,9 @@ MP4_OPTIONS = {
     "frag_duration": str(FRAGMENT_US),
     # Hand each finished fragment to the OS at once instead of keeping it in the I/O buffer.
     "flush_packets": "1",
+    # With sound the muxer interleaves the two tracks; if one stalls, hold the other back at most
+    # this long (µs), so what is on disk stays about a fragment behind.
+    "max_interleave_delta": "1000000",
 }
 SYNC_INTERVAL = 1.0  # seconds between fdatasync calls: a power cut loses about a fragment
 
@@ -51,6 +59,15 @@ class PacketJob:
 
 
 @dataclass(frozen=True, slots=True)
+class AudioJob:
+    """One 20 ms Opus packet for the file being written (only after its first video frame)."""
+
+    data: bytes
+    pts: int  # 1/48000 s from the camera's epoch, like the video's 90 kHz pts
+    captured_us: int
+
+
+@dataclass(frozen=True, slots=True)
 class FrameJob:
     image: np.ndarray  # BGR; frames are never modified once published
     captured_us: int
@@ -58,7 +75,7 @@ class FrameJob:
     height: int
 
 
-Job = PacketJob | FrameJob
+Job = PacketJob | FrameJob | AudioJob
 # Creates the file for a recording that starts at `start_us`: (path, file opened for writing).
 Create = Callable[[Path, int, str], tuple[Path, BinaryIO]]
 
@@ -153,7 +170,8 @@ def _rate(fps: float) -> Fraction:
 
 
 class Fmp4Sink:
-    def __init__(self, folder: Path, first: PacketJob, fps: float, create: Create) -> None:
+    def __init__(self, folder: Path, first: PacketJob, fps: float, create: Create,
+                 audio: bool = False) -> None:
         self.path, raw = create(folder, first.captured_us, "mp4")
         self._file = SyncedFile(raw)
         try:
@@ -162,12 +180,24 @@ class Fmp4Sink:
             self._stream = self._container.add_mux_stream(
                 "h264", rate=_rate(fps), width=first.width, height=first.height)
             self._stream.time_base = TIME_BASE
+            self._audio = self._add_audio() if audio else None
         except BaseException:
             self._file.close()
             raise
         self._frame_ticks = max(1, round(90000 / fps))
         self._base_pts = first.pts
         self._last_pts = -1
+        # The audio's 0 is the capture-clock instant of the video's first frame (same epoch).
+        self._audio_base = first.pts * AUDIO_RATE // 90000
+        self._last_audio_pts = -1
+
+    def _add_audio(self) -> av.audio.stream.AudioStream:
+        # A libopus context that never encodes: opening it (at the header) fills in the OpusHead
+        # extradata the mp4 muxer needs for its dOps box. The packets are muxed as they come.
+        stream = self._container.add_stream("libopus", rate=AUDIO_RATE, layout="mono")
+        stream.codec_context.format = "s16"
+        stream.time_base = AUDIO_TIME_BASE
+        return stream
 
     @property
     def bytes_written(self) -> int:
@@ -178,6 +208,9 @@ class Fmp4Sink:
         return 0.0 if self._last_pts < 0 else (self._last_pts + self._frame_ticks) / 90000
 
     def write(self, job: Job) -> None:
+        if isinstance(job, AudioJob):
+            self._write_audio(job)
+            return
         assert isinstance(job, PacketJob)
         # Rebased to 0 at the first frame; strictly increasing even if the capture clock steps back.
         pts = max(self._last_pts + 1, job.pts - self._base_pts)
@@ -188,6 +221,35 @@ class Fmp4Sink:
         packet.time_base = TIME_BASE
         packet.is_keyframe = job.keyframe
         packet.stream = self._stream
+        self._mux(packet)
+
+    def _write_audio(self, job: AudioJob) -> None:
+        if self._audio is None:
+            return
+        # The packet's pts is its encoder input's minus the 312-sample pre-skip (the decoder drops
+        # that much at the start of the track again, and times what follows right).
+        pts = job.pts - self._audio_base
+        if pts <= self._last_audio_pts:
+            return
+        if self._last_audio_pts < 0:
+            if pts < OPUS_FRAME:
+                return  # it would overlap the silence that opens the track
+            # A fragmented mp4 has no edit list: each track starts at 0, the first sample lasting
+            # until the second. A silent packet goes there, so the first real one keeps its time
+            # (after a pre-roll the sound starts seconds into the file).
+            self._mux_audio(silent_opus(), 0)
+        self._mux_audio(job.data, pts)
+
+    def _mux_audio(self, data: bytes, pts: int) -> None:
+        self._last_audio_pts = pts
+        packet = av.Packet(data)
+        packet.pts = packet.dts = pts
+        packet.duration = OPUS_FRAME
+        packet.time_base = AUDIO_TIME_BASE
+        packet.stream = self._audio
+        self._mux(packet)
+
+    def _mux(self, packet: av.Packet) -> None:
         try:
             self._container.mux(packet)
         except BaseException:
@@ -206,6 +268,20 @@ class Fmp4Sink:
             raise
         finally:
             self._file.close()
+
+
+@cache
+def silent_opus() -> bytes:
+    """One 20 ms Opus packet of silence (48 kHz mono, like the cameras' sound)."""
+    encoder = av.CodecContext.create("libopus", "w")
+    encoder.sample_rate = AUDIO_RATE
+    encoder.layout = "mono"
+    encoder.format = "s16"
+    encoder.open()
+    frame = av.AudioFrame.from_ndarray(np.zeros((1, OPUS_FRAME), np.int16), format="s16", layout="mono")
+    frame.sample_rate = AUDIO_RATE
+    frame.pts = 0
+    return bytes(next(iter(encoder.encode(frame))))
 
 
 class OpenCvSink:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from camcast.recorder.sinks import Job, RecordError, Sink
+from camcast.recorder.sinks import AudioJob, Job, RecordError, Sink
 
 log = logging.getLogger("camcast.recorder")
 
@@ -138,7 +138,8 @@ class WriterThread:
                 if sink is None or info is None:
                     continue
                 sink.write(job)
-                info.frames += 1
+                if not isinstance(job, AudioJob):
+                    info.frames += 1
                 info.bytes, info.duration = sink.bytes_written, sink.duration
                 if time.monotonic() >= next_check:
                     next_check = time.monotonic() + DISK_CHECK_INTERVAL

@@ -1,0 +1,240 @@
+"""Recordings with sound: the mp4 recorder muxes the camera's shared Opus packets beside the video.
+
+A real server (in this process, so the test reads the recorder's files directly), real PyAV and
+ffprobe on the files. The test tone beeps from every whole second of the capture clock and the test
+pattern flashes a white block in the first frame captured at or after it: both land in the file on
+the same timeline, so the beep's onset and the flash's frame time give the A/V offset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import av
+import numpy as np
+import pytest
+from aiohttp.test_utils import TestServer
+
+from camcast.app import create_app
+from camcast.appkeys import CAMERAS
+from camcast.config import Config
+from camcast.recorder import prepare_folder
+from camcast.stamp import read_stamp
+from support.browser import open_page
+from support.server import launch
+from support.waiting import eventually
+
+FLASH = 64  # px: the test pattern's white block, bottom-right
+BEEP_THRESHOLD = 0.05  # of full scale: the tone is at 0.25, Opus's noise in the silence far below
+
+
+@contextlib.asynccontextmanager
+async def serving(tmp_path: Path, **settings: Any) -> AsyncIterator[tuple[Any, str]]:
+    """The camera, and the server's URL."""
+    config = Config(source="testpattern", recordings=tmp_path / "rec", ice_addresses=("127.0.0.1",),
+                    **settings).validate()
+    prepare_folder(config.recordings)
+    app = create_app(config)
+    server = TestServer(app, host="127.0.0.1", port=0)
+    await server.start_server()
+    try:
+        await eventually(lambda: app[CAMERAS].first.healthy, 20, "the test pattern's first frame")
+        yield app[CAMERAS].first, str(server.make_url("/"))
+    finally:
+        await server.close()
+
+
+async def record(camera: Any, frames: int) -> Path:
+    """Record until the file holds `frames` video frames; the finished file's path."""
+    recorder = camera.recorder
+    state = await recorder.start()
+    await eventually(lambda: recorder.state()["frames"] >= frames, 20, f"{frames} frames recorded")
+    await recorder.stop()
+    return Path(recorder.settings.folder) / state["name"]
+
+
+def ffprobe_streams(path: Path) -> list[dict[str, Any]]:
+    out = subprocess.run(["ffprobe", "-v", "error", "-show_streams", "-of", "json", str(path)],
+                         capture_output=True, text=True, timeout=30, check=True).stdout
+    return list(json.loads(out)["streams"])
+
+
+def stream_extents(path: Path) -> dict[str, tuple[float, float]]:
+    """Per stream kind: (first, end) presentation time in seconds, from decoding the whole file."""
+    extents: dict[str, tuple[float, float]] = {}
+    with av.open(str(path)) as container:
+        for stream in (container.streams.video[0], container.streams.audio[0]):
+            first = end = None
+            for frame in container.decode(stream):
+                start = float(frame.pts * frame.time_base)
+                length = frame.samples / frame.sample_rate if stream.type == "audio" else 1 / 30
+                first = start if first is None else first
+                end = start + length
+            assert first is not None and end is not None, f"no {stream.type} frames"
+            extents[stream.type] = (first, end)
+            container.seek(0)
+    return extents
+
+
+def beep_onsets(path: Path) -> list[float]:
+    """File time (s) of each beep's first sample above the threshold after at least 0.5 s quiet
+    (a beep already sounding when the sound starts has no onset in the file)."""
+    onsets: list[float] = []
+    last_loud: float | None = None
+    with av.open(str(path)) as container:
+        for frame in container.decode(container.streams.audio[0]):
+            if last_loud is None:
+                last_loud = float(frame.pts * frame.time_base)
+            samples = frame.to_ndarray().reshape(-1)
+            loud = np.nonzero(np.abs(samples) > BEEP_THRESHOLD)[0]
+            if not len(loud):
+                continue
+            start = float(frame.pts * frame.time_base)
+            times = start + loud / frame.sample_rate
+            if times[0] - last_loud > 0.5:
+                onsets.append(float(times[0]))
+            last_loud = float(times[-1])
+    return onsets
+
+
+def flashes(path: Path) -> list[tuple[float, int]]:
+    """(file time in s, capture stamp in µs) of each frame whose bottom-right block is white."""
+    found = []
+    with av.open(str(path)) as container:
+        for frame in container.decode(container.streams.video[0]):
+            gray = frame.to_ndarray(format="gray")
+            if gray[-FLASH + 8:-8, -FLASH + 8:-8].mean() > 200:
+                found.append((float(frame.time), read_stamp(gray)))
+    return found
+
+
+async def test_a_recording_has_an_opus_track_as_long_as_its_video(tmp_path: Path) -> None:
+    async with serving(tmp_path) as (camera, _url):
+        assert camera.audio is not None  # the test pattern's default: the tone
+        path = await record(camera, 75)
+    streams = {s["codec_type"]: s for s in ffprobe_streams(path)}
+    assert streams["video"]["codec_name"] == "h264"
+    assert streams["audio"]["codec_name"] == "opus"
+    assert int(streams["audio"]["sample_rate"]) == 48000 and int(streams["audio"]["channels"]) == 1
+    with av.open(str(path)) as container:
+        audio = container.streams.audio[0]
+        assert audio.codec_context.name == "opus" and audio.codec_context.sample_rate == 48000
+        # The track opens with a silent packet at 0 (mp4 tracks start there); the sound follows at once.
+        packets = [p for p, _ in zip(container.demux(audio), range(2), strict=False)]
+        assert float(packets[1].pts * audio.time_base) < 0.05
+    extents = stream_extents(path)
+    (v0, v1), (a0, a1) = extents["video"], extents["audio"]
+    print(f"video {v0:.3f}-{v1:.3f} s, audio {a0:.3f}-{a1:.3f} s")
+    assert v0 == 0.0 and a0 < 0.05, "the sound starts with the picture"
+    assert abs((v1 - v0) - (a1 - a0)) <= 0.05, "the sound lasts as long as the picture"
+    probed = float(streams["video"]["duration"]), float(streams["audio"]["duration"])
+    print(f"ffprobe durations: video {probed[0]:.3f} s, audio {probed[1]:.3f} s")
+    assert abs(probed[0] - probed[1]) <= 0.05
+
+
+async def test_the_beep_and_the_flash_line_up_in_the_file(tmp_path: Path) -> None:
+    async with serving(tmp_path) as (camera, _url):
+        path = await record(camera, 100)
+    onsets, flashed = beep_onsets(path), flashes(path)
+    assert len(onsets) >= 2 and len(flashed) >= 2, (onsets, flashed)
+    offsets, errors = [], []
+    for time, stamp in flashed:
+        # A flash pairs with the beep of its second (none: a flash at the very start of the sound).
+        near = [t for t in onsets if abs(t - time) < 0.5]
+        if not near:
+            continue
+        offset = near[0] - time
+        # The flash frame was captured `late` after the whole second the beep starts on (at most a
+        # frame interval): that part of the offset is the pattern's, the rest the recording's.
+        late = (stamp % 1_000_000) / 1e6
+        offsets.append(offset)
+        errors.append(offset + late)
+    print("A/V offsets (ms):", [round(o * 1000, 1) for o in offsets],
+          "after the flash's capture lateness:", [round(e * 1000, 1) for e in errors])
+    assert len(offsets) >= 2, (onsets, flashed)
+    assert all(abs(o) <= 0.02 + 1 / 30 for o in offsets), (onsets, flashed)
+    assert all(abs(e) <= 0.02 for e in errors)
+
+
+async def test_each_segment_has_its_sound(tmp_path: Path) -> None:
+    async with serving(tmp_path, segment=1.0) as (camera, _url):
+        recorder = camera.recorder
+        await recorder.start()
+        await eventually(lambda: recorder.files_written >= 3, 20, "a third segment")
+        await recorder.stop()
+        files = sorted(Path(recorder.settings.folder).glob("*.mp4"))
+    assert len(files) >= 3, files
+    for path in files[:-1]:  # the last one may be a few frames only
+        extents = stream_extents(path)
+        (v0, v1), (a0, a1) = extents["video"], extents["audio"]
+        print(f"{path.name}: video {v0:.3f}-{v1:.3f} s, audio {a0:.3f}-{a1:.3f} s")
+        assert a0 < 0.05 and abs((v1 - v0) - (a1 - a0)) <= 0.05
+
+
+async def test_a_killed_server_leaves_sound_that_plays(tmp_path: Path, http: aiohttp.ClientSession) -> None:
+    server = launch(tmp_path / "killed")
+    try:
+        async with http.post(server.url + "api/record/start") as response:
+            assert response.status == 200, await response.text()
+        await eventually(lambda: asyncio.to_thread(lambda: server.status()["recording"]["elapsed"]), 20,
+                         "2.5 s recorded", until=lambda elapsed: elapsed >= 2.5)
+        os.kill(server.pid, signal.SIGKILL)
+    finally:
+        if server.proc.poll() is None:
+            server.proc.kill()
+        server.proc.wait(10)
+    [path] = list((server.recordings).glob("*.mp4"))
+    extents = stream_extents(path)  # decodes to the end: the cut leaves no broken fragment
+    (v0, v1), (a0, a1) = extents["video"], extents["audio"]
+    print(f"killed: video {v0:.3f}-{v1:.3f} s, audio {a0:.3f}-{a1:.3f} s")
+    assert v1 >= 1.0 and a1 >= 1.0, "the fragments before the kill are there, sound included"
+    assert abs(v1 - a1) <= 0.5
+
+
+async def test_without_sound_a_recording_has_no_audio_track(tmp_path: Path) -> None:
+    async with serving(tmp_path, audio="none") as (camera, _url):
+        assert camera.audio is None
+        path = await record(camera, 20)
+    assert [s["codec_type"] for s in ffprobe_streams(path)] == ["video"]
+
+
+async def test_the_opencv_recorder_says_once_that_it_records_no_sound(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="camcast.recorder")
+    async with serving(tmp_path, recorder="opencv") as (camera, _url):
+        assert camera.audio is not None
+        await camera.recorder.start()
+        await eventually(lambda: camera.recorder.state()["frames"] >= 5, 20, "5 frames recorded")
+        await camera.recorder.stop()
+    said = [r for r in caplog.records if "records no audio" in r.getMessage()]
+    assert len(said) == 1, said
+
+
+async def test_chromium_plays_the_recording_with_its_sound(tmp_path: Path, chromium: Any) -> None:
+    async with serving(tmp_path) as (camera, url):
+        path = await record(camera, 45)
+        async with open_page(chromium, url) as page:
+            # Chromium's own media page for the file, served by camcast (Range requests and all).
+            await page.goto(url + "recordings/" + path.name)
+            video = page.locator("video")
+            await video.evaluate("v => { v.muted = true; return v.play(); }")
+            await video.evaluate("v => new Promise(done => v.onended = done)", timeout=20_000)
+            played = await video.evaluate(
+                "v => ({error: v.error && v.error.message, duration: v.duration,"
+                " audio: v.webkitAudioDecodedByteCount,"
+                " frames: v.getVideoPlaybackQuality().totalVideoFrames})")
+    print("Chromium:", played)
+    assert played["error"] is None
+    assert played["duration"] == pytest.approx(45 / 30, abs=0.1)
+    assert played["audio"] > 0, "Chromium decoded the sound"
+    assert played["frames"] >= 40
