@@ -24,6 +24,7 @@ from bench.serverproc import REPO_ROOT
 SUITE_NAMES: tuple[str, ...] = ("mjpeg", "webrtc", "recording", "browser", "soak", "cameras", "network",
                                "renditions")
 SUITE_NAMES += ("whip",)  # needs root and Janus (tests/support/janus.py)
+SUITE_NAMES += ("audio",)  # the sound: one shared Opus encode vs aiortc's per-peer Opus
 
 C = TypeVar("C")
 P = TypeVar("P")

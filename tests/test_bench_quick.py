@@ -137,3 +137,17 @@ def test_quick_whip_bench_writes_report(tmp_path: Path) -> None:
     # Every subscriber joined through Janus and got frames; the restarted Janus played again.
     assert "Subscriber errors: 0." in report
     assert "never played 0" in report
+
+
+def test_quick_audio_bench_writes_report(tmp_path: Path) -> None:
+    # One peer count: the four servers (camcast and the relay, with and without sound) in about 30 s.
+    report = _quick(tmp_path, "audio", {"peers": "2", "window": "1", "settle": "0.5"})
+    assert "## Audio: one shared Opus encode vs one per peer" in report
+    assert "| camcast (one shared Opus encode) | tone | 2 |" in report
+    assert "| aiortc MediaRelay (Opus per peer) | none | 2 |" in report
+    assert "### The audio part: cores with the sound minus cores without it" in report
+    # Every peer of a run with sound got the packets; none got any without.
+    assert "| every listener gets the sound | all peers sent audio, ~50 packets/s |" in report
+    assert "| met |" in report.split("| every listener gets the sound |", 1)[1].splitlines()[0]
+    assert "Peer errors: 0;" in report
+    assert (tmp_path / "audio_cpu.png").stat().st_size > 1000

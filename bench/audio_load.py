@@ -1,0 +1,219 @@
+"""Listener load for the audio suite: client processes of aiortc peers that offer video recvonly (H.264)
+plus audio recvonly (Opus) and count what arrives, decoding nothing.
+
+Both receivers' jitter buffers are bench.rtc_receivers' counting one (it keeps no packet, so no frame
+reaches a decoder): the server's work per peer is that of a real listener (SRTP, RTCP, the sender's
+pacing), the client's stays a few attribute reads per packet, so 50 peers share 2 cores with the server.
+Every worker connects its peers over a ramp from one start time shared by all, then counts video frames
+(marker packets) and audio packets over the window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import multiprocessing as mp
+import queue
+import time
+from dataclasses import dataclass
+from typing import Any
+
+READY_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class AudioPlan:
+    url: str  # http://127.0.0.1:PORT/ (POST url + "offer")
+    peers: int
+    ramp: float  # seconds over which the peers connect
+    settle: float  # seconds from the last connect to the window
+    window: float
+    peers_per_worker: int = 25
+    connect_timeout: float = 20.0
+
+    @property
+    def t_window(self) -> float:
+        return self.ramp + self.settle
+
+    @property
+    def t_end(self) -> float:
+        return self.t_window + self.window
+
+    def shares(self) -> list[list[int]]:
+        workers = max(1, math.ceil(self.peers / self.peers_per_worker))
+        return [list(range(self.peers))[w::workers] for w in range(workers)]
+
+
+def _install_counting() -> None:
+    """Every receiver (audio too) counts packets and keeps none: nothing is depayloaded or decoded."""
+    import aiortc.rtcrtpreceiver as rtcrtpreceiver
+
+    from bench.rtc_receivers import CountingJitterBuffer, loopback_only
+
+    loopback_only()
+    rtcrtpreceiver.JitterBuffer = CountingJitterBuffer  # type: ignore[misc]
+    rtcrtpreceiver.depayload = lambda codec, payload: b""  # type: ignore[assignment]
+
+
+class _Peer:
+    def __init__(self, index: int) -> None:
+        from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpReceiver
+
+        self.index = index
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.video = self.pc.addTransceiver("video", direction="recvonly")
+        caps = RTCRtpReceiver.getCapabilities("video").codecs
+        self.video.setCodecPreferences([c for c in caps if c.mimeType.lower() in ("video/h264", "video/rtx")])
+        self.audio = self.pc.addTransceiver("audio", direction="recvonly")
+        self.error = ""
+        self.audio_answered = False  # the answer's audio m-line sends
+        self.audio_at_start = 0
+        self.audio_packets = 0  # inside the window
+        self.video_frames = 0
+        self.first_audio_ms = math.nan
+
+    async def connect(self, http: Any, url: str, timeout: float) -> None:
+        from aiortc import RTCSessionDescription
+
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        payload = {"sdp": self.pc.localDescription.sdp, "type": "offer"}
+        async with asyncio.timeout(timeout):
+            async with http.post(url + "offer", json=payload) as r:
+                if r.status != 200:
+                    raise RuntimeError(f"offer rejected: {r.status} {(await r.text())[:100]}")
+                answer = await r.json()
+            self.audio_answered = any(
+                line.startswith("a=sendonly") or line.startswith("a=sendrecv")
+                for line in answer["sdp"].split("m=audio", 1)[-1].split("m=video", 1)[0].splitlines())
+            await self.pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
+
+    def buffer(self, kind: str) -> Any:
+        from bench.rtc_receivers import jitter_buffer_of
+
+        return jitter_buffer_of((self.audio if kind == "audio" else self.video).receiver)
+
+
+async def _sleep_until(wall: float) -> None:
+    delay = wall - time.time()
+    if delay > 0:
+        await asyncio.sleep(delay)
+
+
+async def _main(plan: AudioPlan, indices: list[int], start: float) -> dict[str, Any]:
+    import aiohttp
+    import psutil
+
+    peers = [_Peer(i) for i in indices]
+    me = psutil.Process()
+
+    async def one(peer: _Peer) -> None:
+        await _sleep_until(start + plan.ramp * peer.index / max(1, plan.peers))
+        try:
+            await peer.connect(http, plan.url, plan.connect_timeout)
+        except Exception as exc:  # this peer's result, not the worker's
+            peer.error = f"connect: {type(exc).__name__}: {exc}"[:200]
+
+    async with aiohttp.ClientSession() as http:
+        tasks = [asyncio.create_task(one(p)) for p in peers]
+        await _sleep_until(start + plan.t_window)
+        t0 = time.time()
+        cpu0 = sum(me.cpu_times()[:2])
+        for p in peers:
+            p.audio_at_start = p.buffer("audio").packets
+        await _sleep_until(start + plan.t_end)
+        t1 = time.time()
+        cpu = sum(me.cpu_times()[:2]) - cpu0
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for p in peers:
+            p.audio_packets = p.buffer("audio").packets - p.audio_at_start
+            p.video_frames = sum(1 for t in p.buffer("video").frame_times if t0 <= t < t1)
+        for p in peers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(p.pc.close(), 5.0)
+    return {"cpu_seconds": cpu, "window_s": t1 - t0, "peers": [
+        {"index": p.index, "error": p.error, "audio_answered": p.audio_answered,
+         "audio_pps": p.audio_packets / (t1 - t0), "video_fps": p.video_frames / (t1 - t0)} for p in peers]}
+
+
+def _worker(plan: AudioPlan, indices: list[int], out: Any, go: Any, t0: Any) -> None:
+    try:
+        _install_counting()
+        import aiohttp  # noqa: F401 - import (and pay for) everything before the start
+        import aiortc  # noqa: F401
+
+        out.put({"ready": True})
+        if not go.wait(READY_TIMEOUT * 2):
+            raise TimeoutError("no start signal")
+        out.put(asyncio.run(_main(plan, indices, t0.value)))
+    except BaseException as exc:  # report, never hang the coordinator
+        out.put({"error": f"{type(exc).__name__}: {exc}"})
+
+
+class AudioLoad:
+    """Start the workers; `start()` once they are ready; `results()` after the window."""
+
+    def __init__(self, plan: AudioPlan) -> None:
+        self.plan = plan
+        ctx = mp.get_context("spawn")
+        self._queue = ctx.Queue()
+        self._go = ctx.Event()
+        self._t0 = ctx.Value("d", 0.0)
+        self._procs = [ctx.Process(target=_worker, name=f"audio-peers-{w}", daemon=True,
+                                   args=(plan, share, self._queue, self._go, self._t0))
+                       for w, share in enumerate(plan.shares())]
+        for proc in self._procs:
+            proc.start()
+        self.start_time = math.nan
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self._procs if p.pid is not None]
+
+    def start(self, lead: float = 0.3) -> float:
+        ready = 0
+        deadline = time.monotonic() + READY_TIMEOUT
+        while ready < len(self._procs):
+            try:
+                item = self._queue.get(timeout=0.5)
+            except queue.Empty:
+                if time.monotonic() > deadline:
+                    self.close()
+                    raise RuntimeError("audio load workers did not start") from None
+                continue
+            if "error" in item:
+                self.close()
+                raise RuntimeError(item["error"])
+            ready += 1
+        self.start_time = time.time() + lead
+        self._t0.value = self.start_time
+        self._go.set()
+        return self.start_time
+
+    def results(self) -> list[dict[str, Any]]:
+        deadline = self.start_time + self.plan.t_end + self.plan.connect_timeout + 30.0
+        out: list[dict[str, Any]] = []
+        try:
+            while len(out) < len(self._procs):
+                try:
+                    item = self._queue.get(timeout=0.5)
+                except queue.Empty:
+                    if time.time() > deadline:
+                        raise RuntimeError("audio load workers hung") from None
+                    continue
+                if "error" in item:
+                    raise RuntimeError("audio load worker failed: " + item["error"])
+                out.append(item)
+        finally:
+            self.close()
+        return out
+
+    def close(self) -> None:
+        if not self._go.is_set():
+            for proc in self._procs:
+                proc.terminate()
+        for proc in self._procs:
+            proc.join(15)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(5)
