@@ -64,14 +64,14 @@ class RenditionsSettings:
     # rendition's rate) while other processes had more than a small share of the machine, or
     # when other processes took more than max_other_cores whatever the server did.
     max_other_cores: float = 1.5
-    retries: int = 4
+    retries: int = 2
     retry_pause: float = 10.0  # others' bursts (test runs) last tens of seconds
     # Before every attempt, wait (up to quiet_max_wait s) until the machine, with nothing of this
     # suite running, is busy no more than quiet_cores over quiet_sample s: a window started in
     # the middle of someone's test run is likely wasted.
     quiet_cores: float = 0.8
     quiet_sample: float = 3.0
-    quiet_max_wait: float = 60.0
+    quiet_max_wait: float = 30.0
 
 
 FULL = RenditionsSettings()
