@@ -388,14 +388,14 @@ async def test_track_ends_when_the_hub_closes() -> None:
 
 def _camera() -> Any:
     """The parts of a Camera a peer uses: an H.264 packet hub, its encoder, the viewer counts, its
-    sessions, its control scope and codec setting, and that it encodes (no passthrough)."""
+    sessions, its control scope and codec setting, and that it encodes (no passthrough) without sound."""
     encoder = SimpleNamespace(force_keyframe=lambda: True)
     top = SimpleNamespace(rendition=SimpleNamespace(name="high", bitrate=2_000_000), packets=Hub("h264"),
                           encoder=encoder)
     return SimpleNamespace(name="default", renditions={"h264": [top]}, viewers=Viewers(), sessions=set(),
                            control=ControlBus(), settings=SimpleNamespace(codec="h264"),
                            note_switch=lambda *_: None, passthrough=SimpleNamespace(h264=False),
-                           bridge=None)
+                           bridge=None, audio=None)
 
 
 async def _offer() -> str:
