@@ -84,6 +84,7 @@ class PacketTrack(MediaStreamTrack):
         self._last_request = -1e9
         self._pending_asked = -1e9
         self._switch_asked = -1e9
+        self._pending_forces = True
         self.first_packet_at: float | None = None  # monotonic time the first packet went out
         self.frames_sent = 0
         self.keyframes_sent = 0
@@ -215,6 +216,9 @@ class PacketTrack(MediaStreamTrack):
             return
         self._target = level
         self._switch_asked = time.monotonic()
+        # A move up is no emergency: when others already watch the target, its scheduled keyframe
+        # (within a keyframe interval) serves, instead of an IDR forced on all of them.
+        self._pending_forces = level > self.level or self.levels[level].packets.subscriber_count == 0
         self._pending = self.levels[level].packets.subscribe(maxsize=self._queue_frames)
         self._ask_pending()
 
@@ -225,7 +229,7 @@ class PacketTrack(MediaStreamTrack):
             and time.monotonic() - self._switch_asked < DOWN_HOLD_LIMIT
 
     def _ask_pending(self) -> None:
-        if self._target is not None:
+        if self._target is not None and self._pending_forces:
             self._pending_asked = time.monotonic()
             self.levels[self._target].force_keyframe()
 
