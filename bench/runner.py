@@ -22,7 +22,7 @@ from bench.serverproc import REPO_ROOT
 
 # Suites in report order; each is the module bench.suites.<name> with a SUITE attribute.
 SUITE_NAMES: tuple[str, ...] = ("mjpeg", "webrtc", "recording", "browser", "soak", "cameras", "network",
-                               "renditions")
+                               "renditions", "passthrough")
 SUITE_NAMES += ("whip",)  # needs root and Janus (tests/support/janus.py)
 SUITE_NAMES += ("audio",)  # the sound: one shared Opus encode vs aiortc's per-peer Opus
 

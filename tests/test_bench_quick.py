@@ -151,3 +151,26 @@ def test_quick_audio_bench_writes_report(tmp_path: Path) -> None:
     assert "| met |" in report.split("| every listener gets the sound |", 1)[1].splitlines()[0]
     assert "Peer errors: 0;" in report
     assert (tmp_path / "audio_cpu.png").stat().st_size > 1000
+
+
+def test_quick_passthrough_bench_writes_report(tmp_path: Path) -> None:
+    # The RTSP camera (GStreamer, 640x480, a 1 s GOP), passed through and transcoded; joins; MJPEG.
+    tiny = {"window": "1", "idle_window": "0.3", "latency_window": "1", "joins": "2", "mjpeg_clients": "1",
+            "mjpeg_window": "1"}
+    report = _quick(tmp_path, "passthrough", tiny)
+    assert "## Passthrough: cameras that already encode (640x480 @ 30 fps)" in report
+    assert "| RTSP 640x480 @ 30 camera, 2 WebRTC peers + recording: server CPU |" in report
+    for mode in ("passthrough", "transcode"):
+        assert f"| RTSP H.264, 2 WebRTC peers + recording | {mode} |" in report
+        assert f"| HTTP MJPEG, 1 MJPEG clients | {mode} |" in report
+    assert "### A new WebRTC peer's first frame on the 1 s GOP camera" in report
+    assert "| camcast passthrough (measured) | 2 |" in report
+    assert "| plain relay (computed: the camera's next IDR once connected) |" in report
+    assert ("| added by camcast passthrough, per frame: last packet at the peer - access unit at the "
+            "camera's viewer |") in report
+    for png in ("passthrough_cpu.png", "passthrough_joins.png", "passthrough_latency_cdf.png"):
+        assert (tmp_path / png).stat().st_size > 1000
+        assert f"]({png})" in report
+    # The server passed the camera's own packets on, and every peer, join and client got pictures.
+    assert "the server's passthrough mode: ['passthrough']." in report
+    assert "Errors (peer connects, joins, MJPEG clients, latency viewers): 0." in report
