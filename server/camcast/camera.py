@@ -110,6 +110,7 @@ class Camera:
         self.passthrough = Passthrough(settings.name, self.packets["h264"], self.jpeg, epoch_us,
                                        settings.passthrough)
         self.passthrough.on_change = self._passthrough_changed
+        self.frames.on_subscribers_changed(self._pictures_demand_changed)
         self.video_encoders["h264"].worker.allowed = self.passthrough.h264_encoder_allowed
         self.jpeg_encoder.worker.allowed = self.passthrough.jpeg_encoder_allowed
         self.bridge = (self._rendition("h264", Rendition("bridge", 1.0, settings.bitrate, settings.fps), -1,
@@ -153,6 +154,12 @@ class Camera:
     def all_video_encoders(self) -> list[SharedVideoEncoder]:
         bridge = [self.bridge.encoder] if self.bridge is not None else []
         return [output.encoder for outputs in self.renditions.values() for output in outputs] + bridge
+
+    def _pictures_demand_changed(self, count: int) -> None:
+        if count == 0 and self.passthrough.h264:
+            # The camera's packets still flow, but nothing decodes them now: the last picture
+            # goes stale, and the next viewer's bridge must not start from it.
+            self.frames.forget_latest()
 
     def _passthrough_changed(self) -> None:
         self.video_encoders["h264"].worker.refresh()
@@ -229,11 +236,14 @@ class Camera:
                 with self.jpeg.subscribe(maxsize=1) as first, contextlib.suppress(TimeoutError, HubClosed):
                     await asyncio.wait_for(first.get(), FIRST_FRAME_TIMEOUT)
             return self.jpeg.latest
-        if self.frames.latest is None and not self.frames.closed:
-            # A subscriber is demand: an idle source opens.
-            with self.frames.subscribe(maxsize=1) as first, contextlib.suppress(TimeoutError, HubClosed):
-                await asyncio.wait_for(first.get(), FIRST_FRAME_TIMEOUT)
-        return await (encoder or self.jpeg_encoder).snapshot()
+        with contextlib.ExitStack() as held:
+            if self.frames.latest is None and not self.frames.closed:
+                # A subscriber is demand: an idle source opens (and a camera passed through
+                # decodes); it is held until the picture is encoded.
+                first = held.enter_context(self.frames.subscribe(maxsize=1))
+                with contextlib.suppress(TimeoutError, HubClosed):
+                    await asyncio.wait_for(first.get(), FIRST_FRAME_TIMEOUT)
+            return await (encoder or self.jpeg_encoder).snapshot()
 
     # -- state ---------------------------------------------------------------------------------
     @property
