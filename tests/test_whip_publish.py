@@ -28,6 +28,7 @@ from camcast.config import ConfigError, load_config
 from camcast.stamp import read_stamp
 from camcast.webrtc.whiplink import parse_ice_links, shown_url
 from support import janus
+from support.coturn import start_coturn
 from support.janus import JanusBed, janus_bed, watch_room_blocking
 from support.server import ServerProcess, camcast_command, clean_env
 from support.waiting import eventually
@@ -219,8 +220,9 @@ class StunRecorder(asyncio.DatagramProtocol):
 class Endpoint:
     """A WHIP endpoint: /old redirects (307) to /whip, which answers with an aiortc receiver."""
 
-    stun_port: int
+    stun_port: int | None  # the STUN server its Link header names; None: no Link header
     posts: list[dict[str, str]] = field(default_factory=list)
+    offers: list[str] = field(default_factory=list)
     deletes: list[str] = field(default_factory=list)
     options: int = 0
     stamps: list[int] = field(default_factory=list)
@@ -237,6 +239,8 @@ class Endpoint:
 
     async def on_options(self, request: web.Request) -> web.Response:
         self.options += 1
+        if self.stun_port is None:
+            return web.Response(status=204)
         link = f'<stun:127.0.0.1:{self.stun_port}>; rel="ice-server"'
         return web.Response(status=204, headers={"Link": link})
 
@@ -250,8 +254,9 @@ class Endpoint:
             return web.Response(status=401, text="who are you")
         pc = RTCPeerConnection()
         self.peers.append(pc)
+        self.offers.append(await request.text())
         pc.on("track", lambda track: self.tasks.append(asyncio.ensure_future(self._read(track))))
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=await request.text(), type="offer"))
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=self.offers[-1], type="offer"))
         await pc.setLocalDescription(await pc.createAnswer())
         return web.Response(status=201, text=pc.localDescription.sdp, content_type="application/sdp",
                             headers={"Location": f"/resource/{len(self.peers)}"})
@@ -298,3 +303,33 @@ async def test_redirect_token_link_servers_and_delete(start_server: Any, loopbac
             await pc.close()
         await runner.cleanup()
         stun_transport.close()
+
+
+async def test_the_publisher_uses_our_turn_server_when_the_endpoint_names_none(
+        start_server: Any, loopback_ice: None, tmp_path: Path) -> None:
+    """--ice-server and --turn-secret reach the publisher too: with credentials minted for it,
+    Debian's coturn gives its peer a relayed address, offered to the SFU beside its own."""
+    secret = "whip-turn-secret-41c9"
+    turn = start_coturn(tmp_path / "coturn", "127.0.0.1", secret)
+    endpoint = Endpoint(None)
+    runner = web.AppRunner(endpoint.app())
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        server = start_server("--publish", f"http://127.0.0.1:{port}/whip", "--publish-token", TOKEN,
+                              "--ice-server", f"turn:127.0.0.1:{turn.port}", "--turn-secret", secret)
+        await eventually(lambda: server.status()["publish"][0], 15, "publishing",
+                         until=lambda s: s["state"] == "publishing")
+        relayed = [line for line in endpoint.offers[0].splitlines()
+                   if line.startswith("a=candidate:") and " typ relay" in line]
+        assert relayed and all(" 127.0.0.1 " in line for line in relayed), endpoint.offers[0]
+        await eventually(lambda: len(endpoint.stamps) >= 10, 15, "frames at the endpoint")
+    finally:
+        for task in endpoint.tasks:
+            task.cancel()
+        for pc in endpoint.peers:
+            await pc.close()
+        await runner.cleanup()
+        turn.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import AsyncIterator, Callable
 
@@ -21,7 +22,9 @@ from camcast.sources.factory import may_pass_through
 from camcast.status import add_status_routes
 from camcast.webclient import add_client_routes
 from camcast.webrtc import WebRtcOptions, setup_webrtc
+from camcast.webrtc.iceconfig import current_ice_servers
 from camcast.webrtc.iceservers import add_ice_servers_route
+from camcast.webrtc.options import IceServerValues
 from camcast.webrtc.whip import make_publishers
 
 log = logging.getLogger("camcast")
@@ -41,7 +44,8 @@ def recorder_settings(camera: CameraConfig) -> RecorderSettings:
     )
 
 
-def build_camera(camera: CameraConfig, source_factory: Callable[[], Source] | None = None) -> Camera:
+def build_camera(camera: CameraConfig, source_factory: Callable[[], Source] | None = None,
+                 ice_servers: Callable[[], list[IceServerValues]] = list) -> Camera:
     settings = CameraSettings(
         name=camera.name, source=camera.source, width=camera.width, height=camera.height, fps=camera.fps,
         jpeg_quality=camera.jpeg_quality, keyframe_interval=camera.keyframe_interval,
@@ -65,7 +69,7 @@ def build_camera(camera: CameraConfig, source_factory: Callable[[], Source] | No
                              camera.recorder_fourcc, camera.recorder_container)
 
     built.append(Camera(settings, source_factory, recorder_for))
-    built[0].publishers = make_publishers(built[0], camera.publish, camera.publish_token)
+    built[0].publishers = make_publishers(built[0], camera.publish, camera.publish_token, ice_servers)
     return built[0]
 
 
@@ -84,13 +88,16 @@ def create_app(
     """`source_factory` replaces every camera's source (tests drive the pipeline with their own)."""
     app = web.Application(client_max_size=64 * 1024)
     app[CONFIG] = config
-    cameras = CameraRegistry([build_camera(c, source_factory) for c in camera_configs(config)])
+    options = webrtc_options(config)
+    # Publishers use the same STUN/TURN servers as local peers when the SFU names none.
+    ice_servers = functools.partial(current_ice_servers, options)
+    cameras = CameraRegistry([build_camera(c, source_factory, ice_servers) for c in camera_configs(config)])
     app[CAMERAS] = cameras
     # Order matters: CORS answers preflights (which carry no token) before the token check.
     add_cors(app, config.cors_origins)
     add_token_guard(app, config.token)
     # WebRTC's context wraps the cameras': ICE addresses hold while any session lives.
-    setup_webrtc(app, webrtc_options(config))
+    setup_webrtc(app, options)
     add_ice_servers_route(app)  # the bundled pages' STUN/TURN servers
 
     async def cameras_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -17,6 +17,7 @@ import contextlib
 import functools
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -63,12 +64,14 @@ class WhipPublisher:
     """Publishes `camera` to the WHIP endpoint `url`, again and again until stopped."""
 
     def __init__(self, camera: Camera, url: str, token: str = "",
-                 ice_servers: tuple[IceServerValues, ...] = ()) -> None:
+                 ice_servers: Callable[[], list[IceServerValues]] = list) -> None:
         self.camera = camera
         self.url = url
         self.shown = shown_url(url)
         self._token = token  # never logged nor shown
-        self._ice_servers = ice_servers  # ours, used when the SFU names none
+        # Ours (--ice-server), used when the SFU names none; asked per attempt: TURN REST
+        # credentials expire.
+        self._ice_servers = ice_servers
         self.state = "stopped"
         self.retries = 0  # attempts after the first
         self.sessions = 0  # attempts that reached publishing
@@ -154,7 +157,7 @@ class WhipPublisher:
         pc: RTCPeerConnection | None = None
         track: PacketTrack | None = None
         try:
-            servers = await self._ice_servers_of(http) or list(self._ice_servers)
+            servers = await self._ice_servers_of(http) or self._ice_servers()
             pc = RTCPeerConnection(RTCConfiguration(iceServers=[
                 RTCIceServer(urls=url, username=user, credential=secret) for url, user, secret in servers]))
             track = self._new_track()
@@ -305,5 +308,5 @@ def _first_line(text: str) -> str:
 
 
 def make_publishers(camera: Camera, urls: tuple[str, ...], token: str = "",
-                    ice_servers: tuple[IceServerValues, ...] = ()) -> list[WhipPublisher]:
+                    ice_servers: Callable[[], list[IceServerValues]] = list) -> list[WhipPublisher]:
     return [WhipPublisher(camera, url, token, ice_servers) for url in urls]
