@@ -30,6 +30,7 @@ from camcast.webrtc.whiplink import parse_ice_links, shown_url
 from support import janus
 from support.coturn import start_coturn
 from support.janus import JanusBed, janus_bed, watch_room_blocking
+from support.rtspcamera import RtspCamera
 from support.server import ServerProcess, camcast_command, clean_env
 from support.waiting import eventually
 
@@ -130,6 +131,30 @@ async def test_a_refused_target_retries_and_leaves_local_viewers_alone(bed: Janu
         if server.proc.poll() is None:
             server.proc.kill()
             server.proc.wait()
+
+
+async def test_a_camera_passed_through_is_published_as_it_is(bed: JanusBed, tmp_path: Path) -> None:
+    """An RTSP camera's own High-profile H.264 goes to Janus unchanged: camcast encodes nothing."""
+    camera = RtspCamera(size=(1280, 720), gop=30, profile="high", host=janus.ADDRESS, wrap=bed.side.command())
+    url = bed.create_endpoint("rtsp", token=TOKEN)
+    with camera:
+        server = launch_in(bed, tmp_path, "--source", camera.url, "--publish", url, "--publish-token", TOKEN)
+        try:
+            await eventually(lambda: bed.side.acall(publish_status, bed, server), 20,
+                             "camcast publishing the camera", until=lambda s: s["state"] == "publishing")
+            watched = await bed.side.acall(watch_room_blocking, 30)
+            assert watched.frames >= 30 and watched.size == (1280, 720)
+            now_us = time.time() * 1e6
+            assert all(abs(now_us - stamp) < 10e6 for stamp in watched.stamps), watched.stamps[:3]
+            status = bed.side.call(server.status)
+            assert status["passthrough"]["mode"] == "passthrough", status["passthrough"]
+            assert status["passthrough"]["profile_level_id"].startswith("64"), status["passthrough"]  # High
+            assert status["encoders"]["h264"] is False, status["encoders"]
+            assert server.terminate()[0] == 0
+        finally:
+            if server.proc.poll() is None:
+                server.proc.kill()
+                server.proc.wait()
 
 
 # -- the options ------------------------------------------------------------------------------------
