@@ -7,11 +7,14 @@
 import { Api, cameraPath, pageCamera } from "/client/api.js";
 import { firstFrame, keepsPlaying, timeout } from "/client/attempt.js";
 import { TokenForm } from "/client/auth.js";
+import { ClipPlayer } from "/client/clip-player.js";
 import { Control } from "/client/control.js";
+import { EventsTimeline } from "/client/events.js";
 import { FrameWatcher } from "/client/framewatch.js";
 import { LinkHealth } from "/client/health.js";
 import { FpsMeter, LatencyMeter } from "/client/meters.js";
 import { MjpegView } from "/client/mjpeg.js";
+import { MotionBadge } from "/client/motion-badge.js";
 import { setUpFullscreen, showCamera } from "/client/page-controls.js";
 import { LIGHT, MjpegAdapter, VARIANTS, describeVariant, variantParams } from "/client/mjpeg-variants.js";
 import { Overlay } from "/client/overlay.js";
@@ -515,7 +518,20 @@ function main() {
   const overlay = new Overlay($("overlay"), $("overlay-toggle"));
   const player = new Player(elements, { api, control, toasts, overlay });
   const recordings = new RecordingsPanel($("recordings"), api, toasts);
-  const status = new StatusLine($("status"), api, (s) => player.onStatus(s));
+  const clips = new ClipPlayer(document.querySelector("#events .event-player"), toasts);
+  const events = new EventsTimeline($("events"), { api, toasts, clips });
+  const motion = new MotionBadge($("motion-badge"));
+  // Pushed on the control channel while WebRTC plays; the status poll tells otherwise.
+  control.on("motion", (message) => {
+    motion.applyMessage(message);
+    events.setEnabled(motion.enabled);
+    events.applyMessage(message);
+  });
+  const status = new StatusLine($("status"), api, (s) => {
+    player.onStatus(s);
+    motion.applyStatus(s && s.motion);
+    events.setEnabled(motion.enabled);
+  });
 
   control.on("error", (message) => toasts.error(String(message.message || "server error")));
   const recorder = new RecorderUi({

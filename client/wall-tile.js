@@ -41,6 +41,9 @@ export class Tile {
     this.rec.title = "recording";
     element("span", "rec-dot", this.rec);
     element("span", "tile-rec-text", this.rec).textContent = "REC";
+    // Marked from /api/cameras (`motion.active`): the wall's session carries no per-camera messages.
+    this.motionTag = element("span", "tile-motion", label);
+    this.motionTag.textContent = "motion";
     element("span", "tile-spacer", label);
     this.transportEl = element("span", "tile-transport", label);
     this.stateEl = element("span", "tile-state", label);
@@ -82,7 +85,10 @@ export class Tile {
     this.stateEl.textContent = state;
     this.rec.hidden = camera.recording !== true;
     this.el.classList.toggle("recording", camera.recording === true);
-    this.el.title = `${this.name}: ${state}${camera.recording === true ? ", recording" : ""}`
+    const motion = Boolean(camera.motion && camera.motion.active === true);
+    this.motionTag.hidden = !motion;
+    this.el.classList.toggle("motion", motion);
+    this.el.title = `${this.name}: ${state}${camera.recording === true ? ", recording" : ""}${motion ? ", motion" : ""}`
       + `${camera.source ? ` (${camera.source})` : ""}: open its player`;
     // The server's frame size shapes the tile before the first frame: no jump later.
     if (!this.lastVideoFrameAt && !this.lastImageAt) this.setAspect(camera.width, camera.height);

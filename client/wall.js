@@ -285,7 +285,9 @@ function describe(cameras) {
   const count = `${cameras.length} camera${cameras.length === 1 ? "" : "s"}`;
   const recording = cameras.filter((camera) => camera.recording === true).length;
   const down = cameras.filter((camera) => camera.state === "down").length;
-  return [count, down ? `${down} down` : "", recording ? `${recording} recording` : ""].filter(Boolean).join(" · ");
+  const motion = cameras.filter((camera) => camera.motion && camera.motion.active === true).length;
+  return [count, down ? `${down} down` : "", recording ? `${recording} recording` : "",
+    motion ? `motion on ${motion}` : ""].filter(Boolean).join(" · ");
 }
 
 function main() {
