@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -28,6 +29,7 @@ from aiohttp.test_utils import TestServer
 from camcast.app import create_app
 from camcast.appkeys import CAMERAS
 from camcast.config import Config
+from camcast.frames import now_us
 from camcast.recorder import prepare_folder
 from camcast.stamp import read_stamp
 from support.browser import open_page
@@ -61,6 +63,13 @@ async def record(camera: Any, frames: int) -> Path:
     await eventually(lambda: recorder.state()["frames"] >= frames, 20, f"{frames} frames recorded")
     await recorder.stop()
     return Path(recorder.settings.folder) / state["name"]
+
+
+def first_stamp(path: Path) -> int:
+    """The capture time (µs) of the file's first frame, from its stamp."""
+    with av.open(str(path)) as container:
+        frame = next(container.decode(container.streams.video[0]))
+        return read_stamp(frame.to_ndarray(format="gray"))
 
 
 def ffprobe_streams(path: Path) -> list[dict[str, Any]]:
@@ -118,6 +127,39 @@ def flashes(path: Path) -> list[tuple[float, int]]:
     return found
 
 
+def av_errors(path: Path) -> list[float]:
+    """Per flash paired with a beep: the beep's onset minus the flash frame's file time, less how
+    late after the whole second that frame was captured (the pattern's part, at most a frame
+    interval): what is left is the recording's own A/V offset (s)."""
+    onsets, flashed = beep_onsets(path), flashes(path)
+    errors = []
+    for time, stamp in flashed:
+        near = [t for t in onsets if abs(t - time) < 0.5]
+        if near:  # none: a flash at the very start of the sound
+            errors.append(near[0] - time + (stamp % 1_000_000) / 1e6)
+    print(f"{path.name}: beeps at", [round(t, 3) for t in onsets], "A/V offsets (ms):",
+          [round(e * 1000, 1) for e in errors])
+    return errors
+
+
+def assert_tracks_together(path: Path) -> tuple[float, float]:
+    """Both tracks start together and last as long (decoded, and as ffprobe reads them);
+    the sound's (start, end) in file time."""
+    extents = stream_extents(path)
+    (v0, v1), (a0, a1) = extents["video"], extents["audio"]
+    print(f"{path.name}: video {v0:.3f}-{v1:.3f} s, audio {a0:.3f}-{a1:.3f} s")
+    assert v0 == 0.0 and a0 < 0.02, "the sound starts with the picture"
+    assert abs((v1 - v0) - (a1 - a0)) <= 0.05, "the sound lasts as long as the picture"
+    streams = {s["codec_type"]: s for s in ffprobe_streams(path)}
+    starts = float(streams["video"]["start_time"]), float(streams["audio"]["start_time"])
+    durations = float(streams["video"]["duration"]), float(streams["audio"]["duration"])
+    print(f"ffprobe: start_time video {starts[0]:.3f} audio {starts[1]:.3f} s, "
+          f"duration video {durations[0]:.3f} audio {durations[1]:.3f} s")
+    assert abs(starts[0] - starts[1]) <= 0.02
+    assert abs(durations[0] - durations[1]) <= 0.05
+    return a0, a1
+
+
 async def test_a_recording_has_an_opus_track_as_long_as_its_video(tmp_path: Path) -> None:
     async with serving(tmp_path) as (camera, _url):
         assert camera.audio is not None  # the test pattern's default: the tone
@@ -132,14 +174,7 @@ async def test_a_recording_has_an_opus_track_as_long_as_its_video(tmp_path: Path
         # The track opens with a silent packet at 0 (mp4 tracks start there); the sound follows at once.
         packets = [p for p, _ in zip(container.demux(audio), range(2), strict=False)]
         assert float(packets[1].pts * audio.time_base) < 0.05
-    extents = stream_extents(path)
-    (v0, v1), (a0, a1) = extents["video"], extents["audio"]
-    print(f"video {v0:.3f}-{v1:.3f} s, audio {a0:.3f}-{a1:.3f} s")
-    assert v0 == 0.0 and a0 < 0.05, "the sound starts with the picture"
-    assert abs((v1 - v0) - (a1 - a0)) <= 0.05, "the sound lasts as long as the picture"
-    probed = float(streams["video"]["duration"]), float(streams["audio"]["duration"])
-    print(f"ffprobe durations: video {probed[0]:.3f} s, audio {probed[1]:.3f} s")
-    assert abs(probed[0] - probed[1]) <= 0.05
+    assert_tracks_together(path)
 
 
 async def test_the_beep_and_the_flash_line_up_in_the_file(tmp_path: Path) -> None:
@@ -166,23 +201,54 @@ async def test_the_beep_and_the_flash_line_up_in_the_file(tmp_path: Path) -> Non
     assert all(abs(e) <= 0.02 for e in errors)
 
 
-async def test_each_segment_has_its_sound(tmp_path: Path) -> None:
+async def test_a_preroll_recording_has_sound_from_its_first_frame(tmp_path: Path) -> None:
+    async with serving(tmp_path, preroll=2.0, keyframe_interval=1.0) as (camera, _url):
+        recorder = camera.recorder
+        assert camera.audio.running, "pre-roll keeps the sound's encode running too"
+        await eventually(lambda: recorder.status()["preroll_buffered"] >= 2.0, 20, "2 s of pre-roll")
+        pressed = now_us()
+        state = await recorder.start()
+
+        def recorded_past_the_press() -> bool:
+            files = recorder.active_files()
+            return any(started + duration * 1e6 >= pressed + 1.2e6
+                       for started, duration, _ in files.values())
+
+        await eventually(recorded_past_the_press, 20, "1.2 s recorded after the press")
+        await recorder.stop()
+        path = Path(recorder.settings.folder) / state["name"]
+    lead = (pressed - first_stamp(path)) / 1e6
+    print(f"the file starts {lead:.3f} s before the press")
+    assert 1.9 <= lead <= 3.2, "the file starts at the keyframe at or before press - 2 s"
+    assert_tracks_together(path)
+    onsets = beep_onsets(path)
+    assert any(t < lead - 0.5 for t in onsets), ("beeps from before the press", onsets, lead)
+    errors = av_errors(path)
+    assert len(errors) >= 2 and sum(t < lead for t in onsets) >= 1
+    assert all(abs(e) <= 0.02 for e in errors)
+
+
+async def test_each_segment_has_its_sound_and_it_goes_on_across_the_split(tmp_path: Path) -> None:
     async with serving(tmp_path, segment=1.0) as (camera, _url):
         recorder = camera.recorder
         await recorder.start()
-        await eventually(lambda: recorder.files_written >= 3, 20, "a third segment")
+        await eventually(lambda: recorder.files_written >= 4, 20, "a fourth segment")
         await recorder.stop()
         files = sorted(Path(recorder.settings.folder).glob("*.mp4"))
-    assert len(files) >= 3, files
+    assert len(files) >= 4, files
+    sound_ends: list[tuple[int, int]] = []  # per file, its sound's first and last instant (µs, capture clock)
     for path in files[:-1]:  # the last one may be a few frames only
-        extents = stream_extents(path)
-        (v0, v1), (a0, a1) = extents["video"], extents["audio"]
-        print(f"{path.name}: video {v0:.3f}-{v1:.3f} s, audio {a0:.3f}-{a1:.3f} s")
-        assert a0 < 0.05 and abs((v1 - v0) - (a1 - a0)) <= 0.05
+        a0, a1 = assert_tracks_together(path)
+        start = first_stamp(path)
+        sound_ends.append((start + round(a0 * 1e6), start + round(a1 * 1e6)))
+        assert all(abs(e) <= 0.02 for e in av_errors(path))
+    for (_, end), (begin, _) in itertools.pairwise(sound_ends):
+        print(f"split: the sound ends at {end}, goes on at {begin} ({(begin - end) / 1000:+.1f} ms)")
+        assert abs(begin - end) <= 25_000, "no gap nor overlap of more than a packet at a split"
 
 
 async def test_a_killed_server_leaves_sound_that_plays(tmp_path: Path, http: aiohttp.ClientSession) -> None:
-    server = launch(tmp_path / "killed")
+    server = launch(tmp_path / "killed", ["--preroll", "1"])  # the pre-roll's sound too
     try:
         async with http.post(server.url + "api/record/start") as response:
             assert response.status == 200, await response.text()

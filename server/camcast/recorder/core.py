@@ -1,9 +1,11 @@
 """The recorder of one stream: one recording at a time, shared by every viewer.
 
 State machine: stopped → (start: wait for a keyframe) → recording → (stop, failure) → stopped.
-With sound (mp4 only) a second tap takes the camera's Opus packets while a run lasts: each
-packet captured at or after the current file's first frame goes to the same writer. Pre-roll is
-video only: the sound starts at the press.
+With sound (mp4 only) a second tap takes the camera's Opus packets into a buffer of recent sound
+(as long as the pre-roll, else a couple of seconds). The sound goes to the writer behind the
+picture: each packet once a frame captured at or after it has been written, to the file holding
+that frame. So a file's sound starts with its first frame (a pre-roll's too), a segment's sound
+goes on in the next file where the picture does, and the last file's ends with its last frame.
 Everything here runs on the event loop and never waits on disk: a `WriterThread` per run does
 the file work. Each change of state goes to `notify` (the control bus broadcast).
 """
@@ -35,6 +37,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("camcast.recorder")
 AUDIO_BACKLOG = 500  # Opus packets (10 s) that may wait for the writer on top of the video's
+AUDIO_PACKETS_PER_S = 50  # 20 ms Opus packets
+PREROLL_GOP_SLACK = 12  # s: a pre-roll starts at a keyframe up to a GOP before press - preroll
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,9 @@ class _Run:
         self.started = False  # the first file is open (or being opened)
         self.chain: object = None
         self.segment_start_us = 0
+        # Sound is written up to the newest frame's end; the next packet must be captured from here.
+        self.video_end_us = 0
+        self.audio_next_us = 0
         self.current: FileInfo | None = None
         self.failed = False
 
@@ -104,9 +111,11 @@ class Recorder:
         self._tap_task: asyncio.Task[None] | None = None
         self._audio_sub: Subscription[AudioPacket] | None = None
         self._audio_task: asyncio.Task[None] | None = None
-        # The last second of sound: the picture comes out of its encoder later than the sound
-        # captured with it, so a new file takes what it missed from here.
-        self._audio_recent: deque[AudioPacket] = deque(maxlen=50)
+        # Recent sound, captured in order: the pre-roll's, and what waits for its picture (which
+        # comes out of its encoder later than the sound captured with it).
+        recent_s = settings.preroll + PREROLL_GOP_SLACK if settings.preroll > 0 else 2
+        self._audio_recent: deque[AudioPacket] = deque(maxlen=round(recent_s * AUDIO_PACKETS_PER_S))
+        self._frame_us = round(1_000_000 / feed.fps) if feed.fps > 0 else 33_333
         self._retention_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.dropped = 0  # packets the recorder's subscription lost (each forces a keyframe wait)
@@ -116,6 +125,7 @@ class Recorder:
     async def open(self) -> None:
         if self._preroll is not None:
             self._start_tap()  # pre-roll keeps the encoder running and the last GOPs in memory
+            self._start_audio_tap()  # and the Opus encode, with the same seconds of sound
         s = self.settings
         if s.keep_days > 0 or s.max_bytes > 0:
             self._retention_task = asyncio.get_running_loop().create_task(
@@ -201,7 +211,7 @@ class Recorder:
             if problem:  # refuse a doomed start before touching anything
                 raise RecordError(problem)
             backlog = self.feed.max_pending + (len(self._preroll) if self._preroll is not None else 0)
-            backlog += AUDIO_BACKLOG if self._audio is not None else 0
+            backlog += AUDIO_BACKLOG + len(self._audio_recent) if self._audio is not None else 0
             writer = WriterThread(loop, self, self._open_sink, self._disk_problem, self._folder_lock,
                                   self._after_close, backlog)
             run = _Run(writer, press_us, loop)
@@ -267,7 +277,9 @@ class Recorder:
             self._run = None
         if self._preroll is None:
             await self._stop_tap()
-        await self._stop_audio_tap(drain=run)
+        self._drain_audio(run)  # the sound up to the last frame too
+        if self._preroll is None:
+            await self._stop_audio_tap()
         run.writer.stop()
         try:
             await asyncio.wait_for(asyncio.shield(run.ended), self.settings.stop_timeout)
@@ -353,11 +365,13 @@ class Recorder:
         self._audio_task = asyncio.get_running_loop().create_task(
             self._audio_tap(self._audio_sub), name="recorder-audio-tap")
 
-    async def _stop_audio_tap(self, drain: _Run | None = None) -> None:
-        task, self._audio_task = self._audio_task, None
-        if drain is not None and self._audio_sub is not None:  # the sound up to the last frame too
+    def _drain_audio(self, run: _Run) -> None:
+        if self._audio_sub is not None:
             while (item := self._audio_sub.get_nowait()) is not None:
-                self._take_audio(item, drain)
+                self._take_audio(item, run)
+
+    async def _stop_audio_tap(self) -> None:
+        task, self._audio_task = self._audio_task, None
         if self._audio_sub is not None:
             self._audio_sub.close()
             self._audio_sub = None
@@ -378,12 +392,27 @@ class Recorder:
     def _take_audio(self, item: AudioPacket, run: _Run | None = None) -> None:
         self._audio_recent.append(item)
         run = run or self._run
-        # Only sound from the current file's first frame on (a file never starts with sound before
-        # its picture); a lost packet is a 20 ms gap, nothing to wait for.
-        if run is None or run.failed or not run.started or item.captured_us < run.segment_start_us:
+        if run is not None:
+            self._write_audio(run, run.video_end_us)
+
+    def _write_audio(self, run: _Run, until_us: int) -> None:
+        """Write the sound captured from `run.audio_next_us` to before `until_us` (the end of the
+        newest frame written): a file never has sound before its first frame nor after its last.
+        A lost packet is a 20 ms gap, nothing to wait for."""
+        if run.failed or not run.started or until_us <= run.audio_next_us:
             return
+        due: list[AudioPacket] = []
+        for item in reversed(self._audio_recent):  # newest first: only the new ones are looked at
+            if item.captured_us < run.audio_next_us:
+                break
+            if item.captured_us < until_us:
+                due.append(item)
+        if not due:
+            return
+        run.audio_next_us = due[0].captured_us + 1
         try:
-            run.writer.write(audio_job(item))
+            for item in reversed(due):
+                run.writer.write(audio_job(item))
         except RecordError as exc:  # the writer's backlog is full
             self.writer_failed(run.writer, str(exc))
 
@@ -413,15 +442,22 @@ class Recorder:
                 return
             feed.request_keyframe()  # roll over on the very next frame
         run.writer.write(feed.job(item))
+        self._picture_written(run, item)
 
     def _open_file(self, run: _Run, item: Any) -> None:
+        if run.video_end_us:
+            # The sound before this frame ends the previous file; from it on, it goes in the new one.
+            self._write_audio(run, item.captured_us)
         run.chain = self.feed.chain(item)
         run.need_key = False
         run.segment_start_us = item.captured_us
         run.writer.open(self.feed.job(item))
-        for sound in self._audio_recent:
-            if sound.captured_us >= item.captured_us:
-                run.writer.write(audio_job(sound))
+        run.audio_next_us = item.captured_us
+        self._picture_written(run, item)
+
+    def _picture_written(self, run: _Run, item: Any) -> None:
+        run.video_end_us = max(run.video_end_us, item.captured_us + self._frame_us)
+        self._write_audio(run, run.video_end_us)
 
     # -- writer events (on the loop) -------------------------------------------------------------
     def writer_opened(self, writer: WriterThread, info: FileInfo) -> None:
