@@ -16,6 +16,9 @@ from camcast.config import CameraConfig, Config, parse_ice_server
 from camcast.cors import add_cors
 from camcast.metrics import add_metrics
 from camcast.mjpeg import add_mjpeg
+from camcast.motion import MotionSettings, with_default_preroll
+from camcast.motion.routes import add_motion_routes
+from camcast.motion.webhooks import Webhooks, add_webhooks
 from camcast.recorder import Recorder, RecorderSettings, add_recorder_routes, make_recorder
 from camcast.sources import Source, make_source
 from camcast.sources.factory import may_pass_through
@@ -38,10 +41,21 @@ def camera_configs(config: Config) -> tuple[CameraConfig, ...]:
 
 def recorder_settings(camera: CameraConfig) -> RecorderSettings:
     return RecorderSettings(
-        folder=camera.recordings, preroll=camera.preroll, segment=camera.segment,
+        folder=camera.recordings,
+        preroll=with_default_preroll(camera.preroll, camera.motion and camera.motion_record, camera.recorder),
+        segment=camera.segment,
         keep_days=camera.keep_days, max_bytes=camera.max_recordings_bytes,
         min_free_bytes=int(camera.min_free_mb * 1_000_000), min_free_ratio=camera.min_free_percent / 100,
     )
+
+
+def motion_settings(camera: CameraConfig) -> MotionSettings | None:
+    if not camera.motion:
+        return None
+    return MotionSettings(fps=camera.motion_fps, width=camera.motion_width,
+                          sensitivity=camera.motion_sensitivity, min_area=camera.motion_min_area,
+                          masks=camera.motion_masks, quiet=camera.motion_quiet,
+                          post_roll=camera.motion_post_roll)
 
 
 def build_camera(camera: CameraConfig, source_factory: Callable[[], Source] | None = None,
@@ -52,6 +66,7 @@ def build_camera(camera: CameraConfig, source_factory: Callable[[], Source] | No
         bitrate=camera.bitrate, codec=camera.codec, on_demand=camera.on_demand,
         idle_timeout=camera.idle_timeout, adapt=camera.adapt,
         audio=camera.audio_source,
+        motion=motion_settings(camera), motion_record=camera.motion_record,
         passthrough=(source_factory is None
                      and may_pass_through(camera.source, camera.stamp, camera.transcode)),
     )
@@ -93,6 +108,10 @@ def create_app(
     ice_servers = functools.partial(current_ice_servers, options)
     cameras = CameraRegistry([build_camera(c, source_factory, ice_servers) for c in camera_configs(config)])
     app[CAMERAS] = cameras
+    webhooks = Webhooks()
+    for built, settings in zip(cameras, camera_configs(config), strict=True):
+        built.motion.webhooks = [target.post for target in webhooks.poster(settings.webhook)]
+    add_webhooks(app, webhooks)  # before the cameras' context: its session outlives their last events
     # Order matters: CORS answers preflights (which carry no token) before the token check.
     add_cors(app, config.cors_origins)
     add_token_guard(app, config.token)
@@ -108,6 +127,7 @@ def create_app(
     add_client_routes(app)
     add_mjpeg(app)
     add_recorder_routes(app)
+    add_motion_routes(app)
     add_status_routes(app)
     add_metrics(app)
     return app

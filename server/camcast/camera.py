@@ -29,6 +29,7 @@ from camcast.hub import Hub, HubClosed
 from camcast.latency import DisplayLatency
 from camcast.mjpeg import MjpegFanout
 from camcast.mjpegvariants import MjpegVariants
+from camcast.motion import MotionService, MotionSettings
 from camcast.passthrough import Passthrough
 from camcast.sources.base import Source, VideoPacket
 from camcast.sources.supervisor import CaptureSupervisor
@@ -60,6 +61,8 @@ class CameraSettings:
     adapt: bool = True  # a ladder of renditions, each viewer on the best its link carries
     passthrough: bool = False  # the source may send its own H.264 or JPEGs, passed on as they are
     audio: str = "none"  # the sound: none or tone
+    motion: MotionSettings | None = None  # motion detection, when enabled
+    motion_record: bool = False  # a motion event starts (and its end stops) a recording
 
 
 @dataclass(frozen=True)
@@ -138,6 +141,8 @@ class Camera:
         self.control.add_greeter(self.recorder.greeting)
         self.control.register("ping", ping)
         self.control.register("latency", self.latency.handle)
+        self.motion = MotionService(settings.name, settings.motion, settings.motion_record,
+                                    self.recorder.settings.folder, self.frames, self.recorder, self.control)
 
     def _rendition(self, codec: str, rendition: Rendition, index: int, epoch_us: int) -> RenditionOutput:
         name = codec if index == 0 else f"{codec}-{rendition.name}"
@@ -200,6 +205,7 @@ class Camera:
         if self.audio is not None:
             self.audio.start()
         await self.recorder.open()  # after the capture: pre-roll wakes it at once
+        await self.motion.start()  # after the recorder: an event may record with its pre-roll
         for publisher in self.publishers:
             publisher.start()
         try:
@@ -207,6 +213,7 @@ class Camera:
         finally:
             await self.mjpeg.close()  # endless responses end; their handlers return
             await self.mjpeg_variants.close()
+            await self.motion.stop()  # an open event ends (and is saved) before its recording does
             # The file is finalized while peers are still connected to hear that it stopped.
             await self.recorder.close()
             # Each SFU hears a DELETE for its session before the local peers go.

@@ -43,9 +43,21 @@ class CameraConfig:
     audio: str = "auto"  # auto (the test pattern's tone, else none), none or tone
     publish: tuple[str, ...] = ()  # WHIP endpoints this camera is published to
     publish_token: str = field(default="", repr=False)  # their Bearer token; never printed
+    motion: bool = False  # detect motion: events, thumbnails, notifications
+    motion_record: bool = False  # a motion event records (with pre-roll) until its end + post-roll
+    motion_fps: float = 5.0  # samples per second the detector looks at
+    motion_width: int = 160  # width of the grayscale copy it looks at
+    motion_sensitivity: float = 0.5  # 0..1
+    motion_min_area: float = 0.5  # percent of the picture that must move
+    motion_masks: tuple[tuple[float, float, float, float], ...] = ()  # (x, y, w, h) fractions to ignore
+    motion_quiet: float = 5.0  # s without motion before an event ends
+    motion_post_roll: float = 5.0  # s a motion recording goes on after the event's end
+    webhook: tuple[str, ...] = ()  # URLs that get each motion start and end as a JSON POST
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "publish", tuple(self.publish))  # a file's list, kept immutable
+        object.__setattr__(self, "webhook", tuple(self.webhook))
+        object.__setattr__(self, "motion_masks", tuple(tuple(mask) for mask in self.motion_masks))
 
     @property
     def audio_source(self) -> str:
@@ -83,12 +95,29 @@ class CameraConfig:
                               "(ALSA devices and a stream's own sound are not supported yet)")
         if self.rtsp_transport not in ("tcp", "udp"):
             raise ConfigError(f"{name('rtsp_transport')} {self.rtsp_transport}: must be tcp or udp")
+        self._validate_motion(name)
         self._validate_recorder(name)
         for url in self.publish:
             check_publish_url(url, name("publish"))
         if self.publish_token and not re.fullmatch(r"[\x21-\x7e]+", self.publish_token):
             raise ConfigError(f"{name('publish_token')}: use printable ASCII without spaces")
         return self
+
+    def _validate_motion(self, name: Names) -> None:
+        ranges = (("motion_fps", 0.5, 30.0, "samples per second"), ("motion_width", 32, 640, "pixels"),
+                  ("motion_sensitivity", 0.0, 1.0, ""), ("motion_min_area", 0.01, 100.0, "percent"),
+                  ("motion_quiet", 0.5, 3600.0, "seconds"), ("motion_post_roll", 0.0, 3600.0, "seconds"))
+        for key, low, high, unit in ranges:
+            value = getattr(self, key)
+            if not (low <= value <= high):
+                unit = f" {unit}" if unit else ""
+                raise ConfigError(f"{name(key)} {value:g}: must be {low:g}..{high:g}{unit}")
+        for x, y, w, h in self.motion_masks:
+            if not (0 <= x < 1 and 0 <= y < 1 and 0 < w <= 1 - x + 1e-9 and 0 < h <= 1 - y + 1e-9):
+                raise ConfigError(f"{name('motion_masks')} {x:g},{y:g},{w:g},{h:g}: x,y,w,h are fractions of "
+                                  "the picture (0..1) and the rectangle must lie inside it")
+        for url in self.webhook:
+            check_webhook_url(url, name("webhook"))
 
     def _validate_recorder(self, name: Names) -> None:
         if self.recorder not in ("mp4", "opencv"):
@@ -130,6 +159,19 @@ def check_publish_url(url: str, label: str) -> None:
             or any(c.isspace() or not c.isprintable() for c in url):
         shown = parts._replace(netloc=parts.hostname or "", query="").geturl() if parts else "that URL"
         raise ConfigError(f"{label} {shown}: expected a WHIP endpoint URL, http(s)://HOST[:PORT]/PATH")
+
+
+def check_webhook_url(url: str, label: str) -> None:
+    """A webhook: an http(s) URL with a host. Raises ConfigError naming `label`."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname \
+            or any(c.isspace() or not c.isprintable() for c in url):
+        shown = parts._replace(netloc=parts.hostname or "", query="").geturl() if parts else "that URL"
+        raise ConfigError(f"{label} {shown}: expected an http(s)://HOST[:PORT]/PATH URL")
 
 
 def device_of(source: str) -> str | None:

@@ -26,6 +26,7 @@ from camcast.configvalues import (
     option_key,
     parse_bool,
     parse_bytes,
+    parse_rect,
     parse_size,
 )
 
@@ -125,6 +126,16 @@ class Config:
     audio: str = "auto"
     publish: tuple[str, ...] = ()  # WHIP endpoints of the first camera
     publish_token: str = field(default="", repr=False)  # never printed
+    motion: bool = False
+    motion_record: bool = False
+    motion_fps: float = 5.0
+    motion_width: int = 160
+    motion_sensitivity: float = 0.5
+    motion_min_area: float = 0.5
+    motion_masks: tuple[tuple[float, float, float, float], ...] = ()
+    motion_quiet: float = 5.0
+    motion_post_roll: float = 5.0
+    webhook: tuple[str, ...] = ()  # every camera's, unless its table has its own
     cameras: tuple[CameraConfig, ...] = ()  # the first is the one the unprefixed routes mean
     config_file: Path | None = None
     check: bool = False  # validate and exit
@@ -326,6 +337,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--publish-token", default=d.publish_token, metavar="TOKEN",
                    help="Bearer token for the WHIP endpoints (prefer CAMCAST_PUBLISH_TOKEN: the command "
                    "line is visible to other users of the machine)")
+    p.add_argument("--motion", type=parse_bool, nargs="?", const=True, default=d.motion,
+                   help="detect motion: events (GET /api/events) with thumbnails, on the data channel and to "
+                   "--webhook; the detector keeps an --on-demand camera's source open")
+    p.add_argument("--motion-record", type=parse_bool, nargs="?", const=True, default=d.motion_record,
+                   help="with --motion: record each event, from its pre-roll (--preroll, 3 s when that is 0) "
+                   "to --motion-post-roll after its end; a manual recording absorbs events")
+    p.add_argument("--motion-fps", type=float, default=d.motion_fps, metavar="N",
+                   help="pictures per second the motion detector looks at")
+    p.add_argument("--motion-width", type=int, default=d.motion_width, metavar="PIXELS",
+                   help="width of the grayscale copy the motion detector looks at")
+    p.add_argument("--motion-sensitivity", type=float, default=d.motion_sensitivity, metavar="0..1",
+                   help="how faint a difference counts as motion (higher: fainter)")
+    p.add_argument("--motion-min-area", type=float, default=d.motion_min_area, metavar="PERCENT",
+                   help="percent of the picture that must move for an event")
+    p.add_argument("--motion-masks", "--motion-mask", dest="motion_masks", type=parse_rect, action="append",
+                   default=None, metavar="X,Y,W,H",
+                   help="a rectangle to ignore, in fractions of the picture (repeatable; in a file: "
+                   "motion_masks = [[x, y, w, h], ...]; in CAMCAST_MOTION_MASKS separate them with ;)")
+    p.add_argument("--motion-quiet", type=float, default=d.motion_quiet, metavar="SECONDS",
+                   help="an event ends after this long without motion")
+    p.add_argument("--motion-post-roll", type=float, default=d.motion_post_roll, metavar="SECONDS",
+                   help="with --motion-record: keep recording this long after an event's end")
+    p.add_argument("--webhook", dest="webhook", action="append", default=None, metavar="URL",
+                   help="POST each motion start and end as JSON to this URL (repeatable; per camera: webhook "
+                   "in its [cameras.NAME] table); retried with backoff, never blocking capture")
     p.add_argument("--tls-cert", type=Path, default=d.tls_cert, metavar="PEM",
                    help="serve HTTPS with this certificate chain (needs --tls-key)")
     p.add_argument("--tls-key", type=Path, default=d.tls_key, metavar="PEM",
@@ -352,7 +388,8 @@ def _env_defaults(parser: argparse.ArgumentParser, env: Mapping[str, str]) -> di
                 value: Any = parse_bool(raw)
             elif isinstance(action, argparse._AppendAction):
                 convert = action.type or str
-                value = [convert(item) for item in raw.split(",") if item.strip()]
+                separator = ";" if action.type is parse_rect else ","  # a rectangle has commas
+                value = [convert(item) for item in raw.split(separator) if item.strip()]
             else:
                 value = (action.type or str)(raw)
         except (argparse.ArgumentTypeError, ValueError) as exc:
@@ -394,7 +431,7 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
     values = {**defaults, **from_file, **from_env, **given}
     width, height = values.pop("size")
     values["width"], values["height"] = width, height
-    for name in ("ice_servers", "ice_addresses", "publish"):
+    for name in ("ice_servers", "ice_addresses", "publish", "webhook", "motion_masks"):
         values[name] = tuple(values[name] or ())
     values["cors_origins"] = tuple(values["cors_origins"] or Config.cors_origins)
     flags = values.pop("cameras") or []

@@ -25,6 +25,7 @@ from camcast.configvalues import (
     option_key,
     parse_bool,
     parse_bytes,
+    parse_rect,
     parse_size,
 )
 
@@ -122,6 +123,8 @@ def _suggest(key: str, known: Collection[str]) -> str:
 def _convert(raw: Any, action: argparse.Action, label: str) -> Any:
     """The value the command line would give for `action`, from a TOML value of the right type."""
     kind = action.type
+    if kind is parse_rect:
+        return _rects(raw, label)
     if isinstance(action, argparse._AppendAction):
         items = [raw] if isinstance(raw, str) else raw
         if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
@@ -135,6 +138,25 @@ def _convert(raw: Any, action: argparse.Action, label: str) -> Any:
     if value is _WRONG_TYPE:
         raise _wrong(label, _EXPECTED.get(kind, "a string"), raw)
     return value
+
+
+def _rects(raw: Any, label: str) -> list[tuple[float, float, float, float]]:
+    """Rectangles: a list of [x, y, w, h] lists of numbers (or of "x,y,w,h" strings)."""
+    if not isinstance(raw, list):
+        raise _wrong(label, "a list of [x, y, w, h] lists", raw)
+    rects = []
+    for item in raw:
+        if isinstance(item, str):
+            try:
+                rects.append(parse_rect(item))
+            except argparse.ArgumentTypeError as exc:
+                raise ConfigError(f"{label}: {exc}") from None
+        elif isinstance(item, list) and len(item) == 4 and all(
+                isinstance(v, int | float) and not isinstance(v, bool) for v in item):
+            rects.append(tuple(float(v) for v in item))
+        else:
+            raise _wrong(label, "a list of [x, y, w, h] lists", item)
+    return rects  # type: ignore[return-value]
 
 
 _WRONG_TYPE = object()

@@ -34,6 +34,16 @@ def parse_bytes(text: str) -> int:
     return int(float(m.group(1)) * units[m.group(2)])
 
 
+def parse_rect(text: str) -> tuple[float, float, float, float]:
+    """`x,y,w,h`: a rectangle in fractions of the picture (ranges are checked with the camera)."""
+    try:
+        x, y, w, h = (float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not x,y,w,h (fractions of the picture), "
+                                         "e.g. 0,0,0.25,0.1") from None
+    return x, y, w, h
+
+
 def parse_bool(text: str) -> bool:
     if text.lower() in ("1", "true", "yes", "on"):
         return True

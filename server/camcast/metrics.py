@@ -72,6 +72,7 @@ class PipelineCollector(Collector):
         yield from self._encoder_metrics(cameras)
         yield from self._viewer_metrics(cameras)
         yield from self._recording_metrics(cameras)
+        yield from self._motion_metrics(cameras)
         yield from self._publish_metrics(cameras)
         peers = GaugeMetricFamily("camcast_control_peers", "Peers attached to a camera's control channel",
                                   labels=["camera"])
@@ -214,6 +215,18 @@ class PipelineCollector(Collector):
             "camcast_recorder_dropped", "Packets the recorder lost (each waits for a keyframe)",
             labels=c), lambda cam: [([], cam.recorder.dropped)])
 
+
+    def _motion_metrics(self, cameras: list[Camera]) -> Iterator[Metric]:
+        c = ["camera"]
+        yield _per_camera(cameras, CounterMetricFamily(
+            "camcast_motion_events", "Motion events that started", labels=c),
+            lambda cam: [([], cam.motion.events_total)])
+        yield _per_camera(cameras, GaugeMetricFamily(
+            "camcast_motion_active", "1 during a motion event", labels=c),
+            lambda cam: [([], int(cam.motion.active))])
+        yield _per_camera(cameras, GaugeMetricFamily(
+            "camcast_motion_score", "Percent of the picture moving in the latest motion sample", labels=c),
+            lambda cam: [([], cam.motion.score)])
 
     def _publish_metrics(self, cameras: list[Camera]) -> Iterator[Metric]:
         """Per WHIP target (its URL without credentials or query)."""

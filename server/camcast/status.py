@@ -59,6 +59,7 @@ def status_of(app: web.Application, camera: Camera) -> dict[str, object]:
         "uptime": round(camera.uptime(), 1),
         "webrtc": app[PEERS].status(camera) if PEERS in app else None,
         "recording": camera.recorder.status(),
+        "motion": camera.motion.status(),
         "publish": [publisher.status() for publisher in camera.publishers],
     }
 
@@ -83,6 +84,7 @@ def camera_summary(camera: Camera) -> dict[str, object]:
         "on_demand": camera.settings.on_demand,
         "viewers": camera.viewers.by_kind(),
         "recording": camera.recording,
+        "motion": camera.motion.status(),
     }
 
 

@@ -120,6 +120,8 @@ class Recorder:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.dropped = 0  # packets the recorder's subscription lost (each forces a keyframe wait)
         self.files_written = 0
+        # Motion stops only the recordings it started; a press on record makes a recording manual.
+        self.started_by_motion = False
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def open(self) -> None:
@@ -200,11 +202,13 @@ class Recorder:
         }
 
     # -- commands ----------------------------------------------------------------------------------
-    async def start(self) -> dict[str, Any]:
+    async def start(self, by_motion: bool = False) -> dict[str, Any]:
         """Start recording (idempotent: while recording, answer the current state)."""
         press_us = now_us()
         async with self._lock:
             if self._run is not None:
+                if not by_motion:
+                    self.started_by_motion = False  # someone records over it: theirs now
                 return self.state()
             loop = asyncio.get_running_loop()
             problem = await loop.run_in_executor(None, self._disk_problem)
@@ -239,8 +243,9 @@ class Recorder:
                 await self._end_run(run)
                 self._error = message
                 raise RecordError(message) from None
-            log.info("recording started: %s (%.0f ms after the press)", info.name,
-                     (info.started_us - press_us) / 1000)
+            log.info("recording started: %s (%.0f ms after the %s)", info.name,
+                     (info.started_us - press_us) / 1000, "motion" if by_motion else "press")
+            self.started_by_motion = by_motion
         self._broadcast()
         return self.state()
 
