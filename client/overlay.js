@@ -1,6 +1,8 @@
 // The stats overlay in a corner of the picture: transport, codec, size, fps, the WebRTC rendition
-// (and the server's estimate of the link) or the MJPEG variant, latency, RTT.
+// (and the server's estimate of the link) or the MJPEG variant, latency, RTT, and with sound the
+// A/V offset the browser plays with.
 
+import { formatAvOffset } from "/client/avsync.js";
 import { formatBitrate } from "/client/rendition.js";
 
 const STORAGE_KEY = "camcast.overlay";
@@ -35,7 +37,7 @@ export class Overlay {
     this.element = element;
     this.toggleButton = toggleButton;
     this.lines = [];
-    for (let i = 0; i < 5; i += 1) {
+    for (let i = 0; i < 6; i += 1) {
       const line = document.createElement("div");
       this.element.append(line);
       this.lines.push(line);
@@ -68,6 +70,8 @@ export class Overlay {
     this.set(2, describeLevel(state));
     this.set(3, `latency ${latency}`);
     this.set(4, [rtt, jitter].filter(Boolean).join(" · "));
+    this.set(5, formatAvOffset(extra.avOffsetMs));
+    this.lines[5].title = "sound behind the picture (+) or ahead of it (−)";
   }
 
   set(index, text) {

@@ -483,6 +483,7 @@ class Player {
     this.overlay.render(state, {
       rttMs: state.rttMs,
       jitterBufferMs: state.transport === "webrtc" && this.stats ? this.stats.jitterBufferMs : null,
+      avOffsetMs: state.transport === "webrtc" && this.stats ? this.stats.avOffsetMs : null,
     });
     this.el.transportBadge.textContent = state.transport === "webrtc" ? "WebRTC"
       : state.transport === "mjpeg" ? "MJPEG" : "–";

@@ -4,6 +4,7 @@
 // slot at once. The helpers below are shared with the wall's session.
 
 import { HttpError, cameraPath } from "/client/api.js";
+import { AvOffsetMeter } from "/client/avsync.js";
 
 const GATHER_TIMEOUT_MS = 1000;
 // A relay candidate takes a round trip or two to the TURN server; without it in the offer (no
@@ -117,6 +118,7 @@ export class WebRtcSession {
     this.lostReported = false;
     this.disconnectTimer = null;
     this.abort = new AbortController(); // an abandoned session sends no late offer
+    this.avOffset = new AvOffsetMeter();
   }
 
   // Resolves with the remote MediaStream once the answer is applied and the track has arrived.
@@ -204,6 +206,7 @@ export class WebRtcSession {
       height: inbound.frameHeight || 0,
       jitterBufferMs: emitted ? (inbound.jitterBufferDelay / emitted) * 1000 : null,
       rttMs: pair && pair.currentRoundTripTime != null ? pair.currentRoundTripTime * 1000 : null,
+      avOffsetMs: this.avOffset.update(report),
     };
   }
 
