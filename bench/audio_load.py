@@ -13,13 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import multiprocessing as mp
-import queue
 import time
 from dataclasses import dataclass
 from typing import Any
 
-READY_TIMEOUT = 60.0
+from bench.workerpool import Job, Signals, WorkerPool, run_worker
 
 
 @dataclass(frozen=True)
@@ -136,84 +134,20 @@ async def _main(plan: AudioPlan, indices: list[int], start: float) -> dict[str, 
          "audio_pps": p.audio_packets / (t1 - t0), "video_fps": p.video_frames / (t1 - t0)} for p in peers]}
 
 
-def _worker(plan: AudioPlan, indices: list[int], out: Any, go: Any, t0: Any) -> None:
-    try:
-        _install_counting()
-        import aiohttp  # noqa: F401 - import (and pay for) everything before the start
-        import aiortc  # noqa: F401
-
-        out.put({"ready": True})
-        if not go.wait(READY_TIMEOUT * 2):
-            raise TimeoutError("no start signal")
-        out.put(asyncio.run(_main(plan, indices, t0.value)))
-    except BaseException as exc:  # report, never hang the coordinator
-        out.put({"error": f"{type(exc).__name__}: {exc}"})
+def _prepare() -> None:
+    _install_counting()
+    import aiohttp  # noqa: F401 - import (and pay for) everything before the start
+    import aiortc  # noqa: F401
 
 
-class AudioLoad:
+def _worker(plan: AudioPlan, indices: list[int], signals: Signals) -> None:
+    run_worker(signals, "listen", _prepare, lambda start: asyncio.run(_main(plan, indices, start)))
+
+
+class AudioLoad(WorkerPool):
     """Start the workers; `start()` once they are ready; `results()` after the window."""
 
     def __init__(self, plan: AudioPlan) -> None:
         self.plan = plan
-        ctx = mp.get_context("spawn")
-        self._queue = ctx.Queue()
-        self._go = ctx.Event()
-        self._t0 = ctx.Value("d", 0.0)
-        self._procs = [ctx.Process(target=_worker, name=f"audio-peers-{w}", daemon=True,
-                                   args=(plan, share, self._queue, self._go, self._t0))
-                       for w, share in enumerate(plan.shares())]
-        for proc in self._procs:
-            proc.start()
-        self.start_time = math.nan
-
-    @property
-    def pids(self) -> list[int]:
-        return [p.pid for p in self._procs if p.pid is not None]
-
-    def start(self, lead: float = 0.3) -> float:
-        ready = 0
-        deadline = time.monotonic() + READY_TIMEOUT
-        while ready < len(self._procs):
-            try:
-                item = self._queue.get(timeout=0.5)
-            except queue.Empty:
-                if time.monotonic() > deadline:
-                    self.close()
-                    raise RuntimeError("audio load workers did not start") from None
-                continue
-            if "error" in item:
-                self.close()
-                raise RuntimeError(item["error"])
-            ready += 1
-        self.start_time = time.time() + lead
-        self._t0.value = self.start_time
-        self._go.set()
-        return self.start_time
-
-    def results(self) -> list[dict[str, Any]]:
-        deadline = self.start_time + self.plan.t_end + self.plan.connect_timeout + 30.0
-        out: list[dict[str, Any]] = []
-        try:
-            while len(out) < len(self._procs):
-                try:
-                    item = self._queue.get(timeout=0.5)
-                except queue.Empty:
-                    if time.time() > deadline:
-                        raise RuntimeError("audio load workers hung") from None
-                    continue
-                if "error" in item:
-                    raise RuntimeError("audio load worker failed: " + item["error"])
-                out.append(item)
-        finally:
-            self.close()
-        return out
-
-    def close(self) -> None:
-        if not self._go.is_set():
-            for proc in self._procs:
-                proc.terminate()
-        for proc in self._procs:
-            proc.join(15)
-            if proc.is_alive():
-                proc.kill()
-                proc.join(5)
+        jobs = [Job(f"audio-peers-{w}", _worker, (plan, share)) for w, share in enumerate(plan.shares())]
+        super().__init__("audio load workers", jobs, within=plan.t_end + plan.connect_timeout + 30.0)

@@ -12,16 +12,14 @@ import asyncio
 import contextlib
 import itertools
 import math
-import multiprocessing as mp
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import psutil
 
-from bench.webrtc_load import PeerStats, WebrtcLoad, WebrtcPlan, WorkerResult
-
-READY_TIMEOUT = 60.0
+from bench.webrtc_load import PeerStats, WebrtcPlan, WorkerResult
+from bench.workerpool import Job, Signals, WorkerPool, run_worker
 
 
 def _byte_counting_buffer() -> Any:
@@ -130,21 +128,16 @@ async def _main(plan: WebrtcPlan, peers: list[tuple[int, str]], start: float) ->
     return {"role": "count", "peers": rows, "cpu_seconds": result.cpu_seconds}
 
 
-def _worker_entry(plan: WebrtcPlan, peers: list[tuple[int, str]], out: Any, go: Any, t0: Any,
-                  stop: Any) -> None:
-    try:
-        from bench.rtc_receivers import loopback_only
+def _prepare() -> None:
+    from bench.rtc_receivers import loopback_only
 
-        loopback_only()
-        install_byte_counting()
-        import tests.support.webrtc_viewer  # noqa: F401 - import (and pay for) aiortc before the start
+    loopback_only()
+    install_byte_counting()
+    import tests.support.webrtc_viewer  # noqa: F401 - import (and pay for) aiortc before the start
 
-        out.put({"ready": "count"})
-        if not go.wait(READY_TIMEOUT * 2):
-            raise TimeoutError("no start signal")
-        out.put(asyncio.run(_main(plan, peers, t0.value)))
-    except BaseException as exc:  # report, never hang the coordinator
-        out.put({"error": f"count: {type(exc).__name__}: {exc}"})
+
+def _worker_entry(plan: WebrtcPlan, peers: list[tuple[int, str]], signals: Signals) -> None:
+    run_worker(signals, "count", _prepare, lambda start: asyncio.run(_main(plan, peers, start)))
 
 
 def plan_peers(renditions: list[str], peers_per_worker: int) -> list[list[tuple[int, str]]]:
@@ -154,23 +147,12 @@ def plan_peers(renditions: list[str], peers_per_worker: int) -> list[list[tuple[
     return [indexed[w::workers] for w in range(workers)]
 
 
-class RenditionLoad(WebrtcLoad):
+class RenditionLoad(WorkerPool):
     """Counting peers, each pinned to its rendition; `start()` and `results()` as WebrtcLoad's."""
 
     def __init__(self, plan: WebrtcPlan, renditions: list[str]) -> None:
         assert not plan.measure and plan.peers == len(renditions)
         self.plan = plan
-        ctx = mp.get_context("spawn")
-        self._queue = ctx.Queue()
-        self._go = ctx.Event()
-        self._stop = ctx.Event()
-        self._t0 = ctx.Value("d", 0.0)
-        self._procs = [
-            ctx.Process(target=_worker_entry, name=f"renditions-count-{w}", daemon=True,
-                        args=(plan, share, self._queue, self._go, self._t0, self._stop))
-            for w, share in enumerate(plan_peers(renditions, plan.peers_per_worker))
-        ]
-        for proc in self._procs:
-            proc.start()
-        self.start_time = math.nan
-        self._early: list[dict[str, Any]] = []
+        jobs = [Job(f"renditions-count-{w}", _worker_entry, (plan, share))
+                for w, share in enumerate(plan_peers(renditions, plan.peers_per_worker))]
+        super().__init__("rendition load workers", jobs, within=plan.t_end + plan.connect_timeout + 30.0)

@@ -15,16 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import multiprocessing as mp
-import queue
+import functools
 import random
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from bench.mjpeg_load import ClientStats, LoadPlan, _Reader, _request, _Sampler
-
-READY_TIMEOUT = 60.0
+from bench.workerpool import Job, Signals, WorkerPool, run_worker
 
 
 @dataclass(frozen=True)
@@ -198,89 +196,30 @@ async def _mjpeg_churn(plan: SoakPlan, start: float) -> SoakResult:
     return result
 
 
-def _worker_entry(role: str, plan: SoakPlan, out: Any, go: Any, t0: Any) -> None:
-    try:
-        if role.startswith("rtc"):
-            from bench.rtc_receivers import install, loopback_only
+def _prepare(role: str) -> None:
+    if role.startswith("rtc"):
+        from bench.rtc_receivers import install, loopback_only
 
-            loopback_only()
-            install("count" if role == "rtc-churn" else "marker")
-            import tests.support.webrtc_viewer  # noqa: F401 - pay for aiortc's import before the start
-        out.put({"ready": role})
-        if not go.wait(READY_TIMEOUT * 2):
-            raise TimeoutError("no start signal")
-        start = t0.value
-        main = {"rtc-churn": _rtc_churn, "rtc-measure": _rtc_measure, "mjpeg-churn": _mjpeg_churn}[role]
-        out.put(asyncio.run(main(plan, start)).to_dict())
-    except BaseException as exc:  # report, never hang the coordinator
-        out.put({"role": role, "error": f"{type(exc).__name__}: {exc}"})
+        loopback_only()
+        install("count" if role == "rtc-churn" else "marker")
+        import tests.support.webrtc_viewer  # noqa: F401 - pay for aiortc's import before the start
 
 
-class SoakLoad:
+def _worker_entry(role: str, plan: SoakPlan, signals: Signals) -> None:
+    main = {"rtc-churn": _rtc_churn, "rtc-measure": _rtc_measure, "mjpeg-churn": _mjpeg_churn}[role]
+    run_worker(signals, role, functools.partial(_prepare, role),
+               lambda start: asyncio.run(main(plan, start)).to_dict())
+
+
+class SoakLoad(WorkerPool):
     """Start the workers; `start()` once they are ready; `results()` after the duration."""
 
     def __init__(self, plan: SoakPlan) -> None:
         self.plan = plan
-        ctx = mp.get_context("spawn")
-        self._queue = ctx.Queue()
-        self._go = ctx.Event()
-        self._t0 = ctx.Value("d", 0.0)
         roles = ["mjpeg-churn"]
         if plan.rtc_peers:
             roles.append("rtc-churn")
         if plan.rtc_measure:
             roles.append("rtc-measure")
-        self._procs = [ctx.Process(target=_worker_entry, name=f"soak-{role}", daemon=True,
-                                   args=(role, plan, self._queue, self._go, self._t0)) for role in roles]
-        for proc in self._procs:
-            proc.start()
-        self.start_time = float("nan")
-
-    @property
-    def pids(self) -> list[int]:
-        return [p.pid for p in self._procs if p.pid is not None]
-
-    def start(self, lead: float = 0.3) -> float:
-        ready = 0
-        deadline = time.monotonic() + READY_TIMEOUT
-        while ready < len(self._procs):
-            try:
-                item = self._queue.get(timeout=0.5)
-            except queue.Empty:
-                if time.monotonic() > deadline or any(p.exitcode not in (None, 0) for p in self._procs):
-                    self.close()
-                    raise RuntimeError("soak workers did not start") from None
-                continue
-            if "error" in item:
-                self.close()
-                raise RuntimeError(item["error"])
-            ready += 1
-        self.start_time = time.time() + lead
-        self._t0.value = self.start_time
-        self._go.set()
-        return self.start_time
-
-    def results(self) -> list[dict[str, Any]]:
-        deadline = self.start_time + self.plan.duration + self.plan.connect_timeout + 30.0
-        out: list[dict[str, Any]] = []
-        try:
-            while len(out) < len(self._procs):
-                try:
-                    out.append(self._queue.get(timeout=0.5))
-                except queue.Empty:
-                    dead = [p.name for p in self._procs if p.exitcode not in (None, 0)]
-                    if dead or time.time() > deadline:
-                        raise RuntimeError(f"soak workers failed or hung: {dead or 'timeout'}") from None
-        finally:
-            self.close()
-        return out
-
-    def close(self) -> None:
-        if not self._go.is_set():
-            for proc in self._procs:
-                proc.terminate()
-        for proc in self._procs:
-            proc.join(15)
-            if proc.is_alive():
-                proc.kill()
-                proc.join(5)
+        super().__init__("soak workers", [Job(f"soak-{role}", _worker_entry, (role, plan)) for role in roles],
+                         within=plan.duration + plan.connect_timeout + 30.0)

@@ -15,17 +15,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import math
-import multiprocessing as mp
-import queue
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import psutil
 
-READY_TIMEOUT = 60.0
+from bench.workerpool import Job, Signals, WorkerPool, run_worker
 
 
 @dataclass(frozen=True)
@@ -221,114 +220,41 @@ async def _measure_main(plan: WebrtcPlan, start: float) -> WorkerResult:
     return result
 
 
-def _worker_entry(role: str, plan: WebrtcPlan, indices: list[int], out: Any, go: Any, t0: Any,
-                  stop: Any) -> None:
-    try:
-        from bench.rtc_receivers import install, loopback_only
+def _prepare(role: str, plan: WebrtcPlan) -> None:
+    from bench.rtc_receivers import install, loopback_only
 
-        loopback_only()
-        install("count" if role == "count" else plan.measure)
-        import tests.support.webrtc_viewer  # noqa: F401 - import (and pay for) aiortc before the start
-
-        out.put({"ready": role})
-        if not go.wait(READY_TIMEOUT * 2):
-            raise TimeoutError("no start signal")
-        start = t0.value
-        if role == "count":
-            result = asyncio.run(_count_main(plan, indices, start, stop))
-        else:
-            result = asyncio.run(_measure_main(plan, start))
-        out.put(result.to_dict())
-    except BaseException as exc:  # report, never hang the coordinator
-        out.put({"error": f"{role}: {type(exc).__name__}: {exc}"})
+    loopback_only()
+    install("count" if role == "count" else plan.measure)
+    import tests.support.webrtc_viewer  # noqa: F401 - import (and pay for) aiortc before the start
 
 
-class WebrtcLoad:
-    """Start the workers of a plan; `start()` once they are ready; `results()` when the window is over."""
+def _run(role: str, plan: WebrtcPlan, indices: list[int], stop: Any, start: float) -> dict[str, Any]:
+    if role == "count":
+        return asyncio.run(_count_main(plan, indices, start, stop)).to_dict()
+    return asyncio.run(_measure_main(plan, start)).to_dict()
+
+
+def _worker_entry(role: str, plan: WebrtcPlan, indices: list[int], signals: Signals) -> None:
+    run_worker(signals, role, functools.partial(_prepare, role, plan),
+               functools.partial(_run, role, plan, indices, signals.stop))
+
+
+class WebrtcLoad(WorkerPool):
+    """Start the workers of a plan; `start()` once they are ready; `results()` when the window is over:
+    the counting workers let go once the measuring one is done."""
 
     def __init__(self, plan: WebrtcPlan) -> None:
         self.plan = plan
-        ctx = mp.get_context("spawn")
-        self._queue = ctx.Queue()
-        self._go = ctx.Event()
-        self._stop = ctx.Event()
-        self._t0 = ctx.Value("d", 0.0)
-        jobs = [("count", share) for share in plan.shares()]
+        jobs = [Job(f"webrtc-count-{w}", _worker_entry, ("count", plan, share))
+                for w, share in enumerate(plan.shares(), start=1 if plan.measure else 0)]
         if plan.measure:
-            jobs.insert(0, ("measure", [0]))
-        self._procs = [
-            ctx.Process(target=_worker_entry, name=f"webrtc-{role}-{w}", daemon=True,
-                        args=(role, plan, share, self._queue, self._go, self._t0, self._stop))
-            for w, (role, share) in enumerate(jobs)
-        ]
-        for proc in self._procs:
-            proc.start()
-        self.start_time = math.nan
-        self._early: list[dict[str, Any]] = []
+            jobs.insert(0, Job("webrtc-measure-0", _worker_entry, ("measure", plan, [0])))
+        within = plan.t_end + plan.probes * (plan.probe_timeout + 1.5) + plan.connect_timeout + 30.0
+        super().__init__("webrtc load workers", jobs, within, on_result=self._measured)
 
-    @property
-    def pids(self) -> list[int]:
-        return [p.pid for p in self._procs if p.pid is not None]
-
-    def start(self, lead: float = 0.3) -> float:
-        """Wait until every worker is ready, then start the plan `lead` seconds from now (wall)."""
-        ready = 0
-        deadline = time.monotonic() + READY_TIMEOUT
-        while ready < len(self._procs):
-            try:
-                item = self._queue.get(timeout=0.5)
-            except queue.Empty:
-                if time.monotonic() > deadline or any(p.exitcode not in (None, 0) for p in self._procs):
-                    self.close()
-                    raise RuntimeError("webrtc load workers did not start") from None
-                continue
-            if "ready" in item:
-                ready += 1
-            else:
-                self._early.append(item)
-                if "error" in item:
-                    self.close()
-                    raise RuntimeError(item["error"])
-        self.start_time = time.time() + lead
-        self._t0.value = self.start_time
-        self._go.set()
-        return self.start_time
-
-    def results(self) -> list[dict[str, Any]]:
-        """Every worker's result; the counting workers let go once the measuring one is done."""
-        plan = self.plan
-        deadline = (self.start_time + plan.t_end + plan.probes * (plan.probe_timeout + 1.5)
-                    + plan.connect_timeout + 30.0)
-        out = list(self._early)
-        try:
-            while len(out) < len(self._procs):
-                try:
-                    item = self._queue.get(timeout=0.5)
-                except queue.Empty:
-                    dead = [p.name for p in self._procs if p.exitcode not in (None, 0)]
-                    if dead or time.time() > deadline:
-                        raise RuntimeError(f"webrtc load workers failed or hung: {dead or 'timeout'}") \
-                            from None
-                    continue
-                out.append(item)
-                if item.get("role") == "measure":
-                    self._stop.set()
-                if "error" in item:
-                    raise RuntimeError("webrtc load worker failed: " + item["error"])
-        finally:
-            self.close()
-        return out
-
-    def close(self) -> None:
-        self._stop.set()
-        if not self._go.is_set():  # never started: nothing to wind down
-            for proc in self._procs:
-                proc.terminate()
-        for proc in self._procs:
-            proc.join(15)
-            if proc.is_alive():
-                proc.kill()
-                proc.join(5)
+    def _measured(self, result: dict[str, Any]) -> None:
+        if result.get("role") == "measure":
+            self.signals.stop.set()
 
 
 def usage_of(pids: list[int]) -> float:
