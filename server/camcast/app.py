@@ -77,7 +77,8 @@ def build_camera(camera: CameraConfig, source_factory: Callable[[], Source] | No
             return make_source(camera.source, camera.width, camera.height, camera.fps, camera.stamp, label,
                                transcode=camera.transcode,
                                pictures_wanted=lambda: built[0].capture.pictures_wanted(),
-                               rtsp_transport=camera.rtsp_transport, flash=camera.audio_source == "tone")
+                               rtsp_transport=camera.rtsp_transport, flash=camera.audio_source == "tone",
+                               audio=built[0].stream_audio)
 
     def recorder_for(built: Camera) -> Recorder:
         return make_recorder(built, recorder_settings(camera), built.control.broadcast, camera.recorder,

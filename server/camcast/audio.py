@@ -1,17 +1,23 @@
 """A camera's sound: one Opus encode shared by every listener, run only while someone listens.
 
-The sound's timestamps come from the capture clock the pictures use, so a browser lines the two up
-from the RTCP sender reports and anyone can measure the offset: the test tone is a 1 kHz beep for
-100 ms from every whole second of that clock, and the test pattern flashes a white block in the
-first frame captured at or after the same second.
+The sound comes from a PcmSource (the test tone, an ALSA device, the camera's own audio track) as
+20 ms chunks stamped on the capture clock the pictures use, so a browser lines the two up from the
+RTCP sender reports and anyone can measure the offset: the test tone is a 1 kHz beep for 100 ms
+from every whole second of that clock, and the test pattern flashes a white block in the first
+frame captured at or after the same second.
+
+When the source goes quiet (a stream's audio track stops, a reconnect comes back without one, an
+ALSA device is unplugged) the encoder keeps sending silence on the same clock: browsers keep their
+audio jitter buffer and lip sync steady through a steady 50 packets a second, while a stream that
+stops and starts again makes them stretch and catch up.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import queue
 import threading
-import time
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -21,18 +27,32 @@ import numpy as np
 
 from camcast.frames import now_us
 from camcast.hub import Hub
+from camcast.sources.audio_alsa import AlsaSource
+from camcast.sources.audio_pcm import FRAME_SAMPLES, FRAME_US, RESYNC_US, SAMPLE_RATE, PcmChunk, PcmSource
+from camcast.sources.audio_stream import StreamAudio
+from camcast.sources.audio_tone import TONE_HZ, TONE_LEVEL, TONE_US, ToneSource, tone
 from camcast.threadname import name_native_thread
 
 log = logging.getLogger("camcast.audio")
 
-SAMPLE_RATE = 48_000
-FRAME_SAMPLES = 960  # 20 ms: what WebRTC's Opus carries per packet
-FRAME_US = FRAME_SAMPLES * 1_000_000 // SAMPLE_RATE
 AUDIO_TIME_BASE = Fraction(1, SAMPLE_RATE)
-TONE_HZ = 1000.0
-TONE_US = 100_000  # the beep's length from every whole second
-TONE_LEVEL = 0.25  # of full scale: clearly audible, never clipping
 LINGER = 2.0  # s the encoder keeps running after the last listener leaves (a reload finds it warm)
+QUEUE_CHUNKS = 25  # 500 ms of sound between a source and the encoder; beyond, the oldest goes
+# No sound for this long: silence fills in, this far behind the clock (a late chunk still fits).
+SILENCE_LAG_US = 200_000
+SILENCE = np.zeros(FRAME_SAMPLES, np.int16)
+
+__all__ = ["AUDIO_TIME_BASE", "FRAME_SAMPLES", "FRAME_US", "SAMPLE_RATE", "TONE_HZ", "TONE_LEVEL", "TONE_US",
+           "AudioPacket", "SharedAudio", "tone"]
+
+
+def make_pcm_source(kind: str) -> PcmSource:
+    """The source an --audio value names (`none` has none)."""
+    if kind == "stream":
+        return StreamAudio()
+    if kind.startswith("alsa:"):
+        return AlsaSource(kind)
+    return ToneSource()
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,21 +63,14 @@ class AudioPacket:
     captured_us: int
 
 
-def tone(start_us: int, samples: int = FRAME_SAMPLES) -> np.ndarray:
-    """The test tone from `start_us` on (capture clock): int16 mono, loud only in each second's
-    first 100 ms."""
-    times_us = start_us + np.arange(samples, dtype=np.int64) * 1_000_000 // SAMPLE_RATE
-    on = (times_us % 1_000_000) < TONE_US
-    wave = np.sin(2 * np.pi * TONE_HZ * (times_us % 1_000_000) / 1e6) * (TONE_LEVEL * 32767)
-    return np.where(on, wave, 0).astype(np.int16)
-
-
 class SharedAudio:
     """The camera's Opus packets, made in one thread while `packets` has subscribers."""
 
-    def __init__(self, camera: str, kind: str, epoch_us: int, bitrate: int = 32_000) -> None:
+    def __init__(self, camera: str, kind: str, epoch_us: int, bitrate: int = 32_000,
+                 source: PcmSource | None = None) -> None:
         self.camera = camera
-        self.kind = kind  # "tone" (the test pattern's); "none" never gets here
+        self.kind = kind  # "tone", "alsa:DEVICE" or "stream" ("none" never gets here)
+        self.source: PcmSource = source if source is not None else make_pcm_source(kind)
         self.packets: Hub[AudioPacket] = Hub("opus-packets")
         self._epoch_us = epoch_us
         self._bitrate = bitrate
@@ -65,13 +78,26 @@ class SharedAudio:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._stopper: asyncio.TimerHandle | None = None
+        self._chunks: queue.Queue[PcmChunk] = queue.Queue(QUEUE_CHUNKS)
         self.starts = 0
         self.packets_encoded = 0
+        self.silent_packets = 0  # encoded while the source gave no sound
+        self.chunks_dropped = 0
         self.packets.on_subscribers_changed(self._on_listeners)
+
+    @property
+    def stream_input(self) -> StreamAudio | None:
+        """Where a stream source hands its audio packets, when the sound is the stream's own."""
+        return self.source if isinstance(self.source, StreamAudio) else None
 
     @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def available(self) -> bool:
+        """Whether the camera has sound to offer (a stream known to have no audio track has not)."""
+        return self.source.has_sound is not False
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -107,6 +133,19 @@ class SharedAudio:
         if self._thread is not None:
             self._thread.join(2.0)
 
+    def _take(self, chunk: PcmChunk) -> None:
+        """From the source's thread: a full queue (the encoder held up) loses its oldest chunk."""
+        while True:
+            try:
+                self._chunks.put_nowait(chunk)
+                return
+            except queue.Full:
+                self.chunks_dropped += 1
+                try:
+                    self._chunks.get_nowait()
+                except queue.Empty:
+                    pass
+
     def _run(self) -> None:
         name_native_thread()
         encoder = av.CodecContext.create("libopus", "w")
@@ -115,24 +154,46 @@ class SharedAudio:
         encoder.format = "s16"
         encoder.bit_rate = self._bitrate
         encoder.open()
-        # 20 ms frames on the capture clock's own 20 ms grid, so every run's timestamps line up.
-        start = (now_us() // FRAME_US) * FRAME_US
+        while not self._chunks.empty():  # what an earlier run left
+            self._chunks.get_nowait()
+        self.source.start(self._take)
+        try:
+            self._encode_chunks(encoder)
+        finally:
+            self.source.stop()
+
+    def _encode_chunks(self, encoder: Any) -> None:
+        next_us: int | None = None  # where the next packet starts: packets never overlap or go back
         while not self._stop.is_set():
-            delay = (start - now_us()) / 1e6
-            if delay > 0:
-                time.sleep(delay)
-            pcm = tone(start)
-            frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
-            frame.sample_rate = SAMPLE_RATE
-            frame.pts = (start - self._epoch_us) * SAMPLE_RATE // 1_000_000
-            frame.time_base = AUDIO_TIME_BASE
-            for packet in encoder.encode(frame):
-                packet.time_base = AUDIO_TIME_BASE
-                self.packets_encoded += 1
-                self._publish(AudioPacket(packet, start))
-            start += FRAME_US
-            if now_us() - start > 200_000:  # the thread was held up: skip ahead, never bunch
-                start = (now_us() // FRAME_US) * FRAME_US
+            try:
+                chunk: PcmChunk | None = self._chunks.get(timeout=FRAME_US / 1e6)
+            except queue.Empty:
+                chunk = None
+            if chunk is not None:
+                if next_us is None or chunk.captured_us > next_us + RESYNC_US:
+                    next_us = chunk.captured_us  # the first chunk, or a gap: the packets follow the clock
+                # else: continuous (or late, after silence covered its time): it goes next in line.
+                self._encode(encoder, chunk.samples, next_us)
+                next_us += FRAME_US
+                continue
+            # No sound: silence on the capture clock's 20 ms grid, a little behind it.
+            due = now_us() - SILENCE_LAG_US
+            if next_us is None or next_us < due - 1_000_000:
+                next_us = (due // FRAME_US) * FRAME_US
+            while next_us + FRAME_US <= due and not self._stop.is_set():
+                self.silent_packets += 1
+                self._encode(encoder, SILENCE, next_us)
+                next_us += FRAME_US
+
+    def _encode(self, encoder: Any, samples: np.ndarray, start_us: int) -> None:
+        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = SAMPLE_RATE
+        frame.pts = (start_us - self._epoch_us) * SAMPLE_RATE // 1_000_000
+        frame.time_base = AUDIO_TIME_BASE
+        for packet in encoder.encode(frame):
+            packet.time_base = AUDIO_TIME_BASE
+            self.packets_encoded += 1
+            self._publish(AudioPacket(packet, start_us))
 
     def _publish(self, item: AudioPacket) -> None:
         loop = self._loop
@@ -143,5 +204,6 @@ class SharedAudio:
                 pass
 
     def status(self) -> dict[str, object]:
-        return {"source": self.kind, "codec": "opus", "encoding": self.running,
-                "listeners": self.packets.subscriber_count, "packets_encoded": self.packets_encoded}
+        return {"source": self.source.description, "codec": "opus", "encoding": self.running,
+                "listeners": self.packets.subscriber_count, "packets_encoded": self.packets_encoded,
+                "silent_packets": self.silent_packets, "encoder_starts": self.starts}

@@ -31,6 +31,7 @@ from camcast.mjpeg import MjpegFanout
 from camcast.mjpegvariants import MjpegVariants
 from camcast.motion import MotionService, MotionSettings
 from camcast.passthrough import Passthrough
+from camcast.sources.audio_stream import StreamAudio
 from camcast.sources.base import Source, VideoPacket
 from camcast.sources.supervisor import CaptureSupervisor
 from camcast.viewers import Viewers
@@ -60,7 +61,7 @@ class CameraSettings:
     idle_timeout: float = 5.0
     adapt: bool = True  # a ladder of renditions, each viewer on the best its link carries
     passthrough: bool = False  # the source may send its own H.264 or JPEGs, passed on as they are
-    audio: str = "none"  # the sound: none or tone
+    audio: str = "none"  # the sound: none, tone, stream (the source's own) or alsa:DEVICE
     motion: MotionSettings | None = None  # motion detection, when enabled
     motion_record: bool = False  # a motion event starts (and its end stops) a recording
 
@@ -121,10 +122,13 @@ class Camera:
         # One Opus encode for every listener, running while someone listens.
         self.audio = (SharedAudio(settings.name, settings.audio, epoch_us)
                       if settings.audio != "none" else None)
+        # Listeners of a stream's own sound need its source open, as viewers do.
+        sound_demand = [self.audio.packets] if self.audio and self.stream_audio is not None else []
         self.capture = Capture(settings.name, make_source, self.frames, settings.width, settings.height,
                                settings.fps, settings.on_demand, settings.idle_timeout, self._counted,
                                self._compressed,
-                               demand=[self.packets["h264"], self.jpeg] if settings.passthrough else ())
+                               demand=([self.packets["h264"], self.jpeg] if settings.passthrough else [])
+                               + sound_demand)
         self.mjpeg = MjpegFanout(self.jpeg, self.viewers, settings.fps)
         # ?width= and ?quality=: other sizes and qualities, each with its own encoder and fan-out.
         self.mjpeg_variants = MjpegVariants(self.frames,
@@ -154,6 +158,11 @@ class Camera:
             max_fps=rendition.fps if rendition.fps < settings.fps else None,
             buffer_seconds=rendition.buffer_seconds)
         return RenditionOutput(rendition, packets, encoder)
+
+    @property
+    def stream_audio(self) -> StreamAudio | None:
+        """Where the source hands its audio packets, when the camera's sound is the stream's own."""
+        return self.audio.stream_input if self.audio is not None else None
 
     @property
     def all_video_encoders(self) -> list[SharedVideoEncoder]:

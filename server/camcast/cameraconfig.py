@@ -10,7 +10,8 @@ from urllib.parse import urlsplit
 
 from camcast.configvalues import ConfigError, Names
 
-AUDIO_CHOICES = ("auto", "none", "tone")
+AUDIO_CHOICES = ("auto", "none", "tone", "stream", "alsa:DEVICE")
+STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "srt", "udp", "http", "https")
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ class CameraConfig:
     adapt: bool = True  # renditions, and each WebRTC viewer on the best its link carries
     transcode: bool = False  # decode and re-encode a camera that encodes, instead of passing it through
     rtsp_transport: str = "tcp"  # how an rtsp:// camera sends: tcp (interleaved) or udp
-    audio: str = "auto"  # auto (the test pattern's tone, else none), none or tone
+    audio: str = "auto"  # auto, none, tone, stream (the source's own) or alsa:DEVICE
     publish: tuple[str, ...] = ()  # WHIP endpoints this camera is published to
     publish_token: str = field(default="", repr=False)  # their Bearer token; never printed
     motion: bool = False  # detect motion: events, thumbnails, notifications
@@ -61,10 +62,22 @@ class CameraConfig:
 
     @property
     def audio_source(self) -> str:
-        """What the camera's sound comes from: `auto` is the tone for the test pattern, else none."""
+        """What the camera's sound comes from: `auto` is the tone for the test pattern, the source's
+        own sound for a stream or a file (when it has some: see has_sound), else none."""
         if self.audio == "auto":
-            return "tone" if self.source == "testpattern" else "none"
+            if self.source == "testpattern":
+                return "tone"
+            return "stream" if self.may_have_stream_audio else "none"
         return self.audio
+
+    @property
+    def may_have_stream_audio(self) -> bool:
+        """A stream or a file read through PyAV (a stamped one goes through OpenCV, without sound)."""
+        source = self.source
+        if self.stamp or source in ("auto", "testpattern") or source.isdigit() or source.startswith(
+                ("/dev/", "mjpeg:")):
+            return False
+        return "://" not in source or source.split("://", 1)[0].lower() in STREAM_SCHEMES
 
     @property
     def size(self) -> str:
@@ -90,9 +103,7 @@ class CameraConfig:
             raise ConfigError(f"{name('bitrate')} {self.bitrate}: must be 50000..50000000 bits/s")
         if not (0.5 <= self.idle_timeout <= 3600):
             raise ConfigError(f"{name('idle_timeout')} {self.idle_timeout:g}: must be 0.5..3600 seconds")
-        if self.audio not in AUDIO_CHOICES:
-            raise ConfigError(f"{name('audio')} {self.audio}: must be {', '.join(AUDIO_CHOICES)} "
-                              "(ALSA devices and a stream's own sound are not supported yet)")
+        self._validate_audio(name)
         if self.rtsp_transport not in ("tcp", "udp"):
             raise ConfigError(f"{name('rtsp_transport')} {self.rtsp_transport}: must be tcp or udp")
         self._validate_motion(name)
@@ -102,6 +113,17 @@ class CameraConfig:
         if self.publish_token and not re.fullmatch(r"[\x21-\x7e]+", self.publish_token):
             raise ConfigError(f"{name('publish_token')}: use printable ASCII without spaces")
         return self
+
+    def _validate_audio(self, name: Names) -> None:
+        if self.audio.startswith("alsa:"):
+            if not re.fullmatch(r"alsa:[\w.,:=-]+", self.audio):
+                raise ConfigError(f"{name('audio')} {self.audio[:60]}: expected an ALSA device, e.g. "
+                                  "alsa:default or alsa:hw:1,0")
+        elif self.audio not in AUDIO_CHOICES:
+            raise ConfigError(f"{name('audio')} {self.audio[:60]}: must be {' | '.join(AUDIO_CHOICES)}")
+        elif self.audio == "stream" and not self.may_have_stream_audio:
+            raise ConfigError(f"{name('audio')} stream: the source's own sound needs an RTSP/HTTP stream or "
+                              f"a file without {name.key('stamp')} (this source is {self.source[:60]})")
 
     def _validate_motion(self, name: Names) -> None:
         ranges = (("motion_fps", 0.5, 30.0, "samples per second"), ("motion_width", 32, 640, "pixels"),

@@ -22,6 +22,7 @@ from camcast.config import CameraConfig, Config, ConfigError, load_config
 from camcast.logsetup import setup_logging
 from camcast.recorder import FolderError, check_opencv_writer, prepare_folder
 from camcast.sources import SourceError, open_source_spec, resolve_source
+from camcast.sources.audio_alsa import check_alsa
 from camcast.webrtc.compat import missing_internals
 
 log = logging.getLogger("camcast")
@@ -75,6 +76,11 @@ def _check_sources(config: Config) -> Config:
                 open_source_spec(spec, camera.width, camera.height, camera.fps, camera.stamp)
         except SourceError as exc:
             raise StartupError(f"{_where(config, camera)}--source {camera.source}: {exc}") from None
+        if camera.audio.startswith("alsa:"):
+            with _native_stderr_silenced():  # ALSA's library prints its own lines there
+                problem = check_alsa(camera.audio)
+            if problem:
+                raise StartupError(f"{_where(config, camera)}--audio {camera.audio}: {problem}")
         checked.append(dataclasses.replace(camera, source=spec))
     first = checked[0]
     return dataclasses.replace(config, cameras=tuple(checked),

@@ -278,9 +278,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--transcode", type=parse_bool, nargs="?", const=True, default=d.transcode,
                    help="decode a camera that encodes (RTSP, HTTP, a file) and encode it again, instead of "
                    "passing its own H.264 and JPEGs through")
-    p.add_argument("--audio", default=d.audio, choices=["auto", "none", "tone"],
+    p.add_argument("--audio", default=d.audio, metavar="auto|none|tone|stream|alsa:DEVICE",
                    help="the camera's sound: tone (a 1 kHz beep at every whole second, with a flash in the "
-                   "picture, for measuring A/V sync), none, or auto (the tone for the test pattern)")
+                   "picture, for measuring A/V sync), stream (the camera's or file's own audio track), "
+                   "alsa:DEVICE (e.g. alsa:default, alsa:hw:1,0), none, or auto (the stream's own sound "
+                   "when it has some, the tone for the test pattern, else none)")
     p.add_argument("--rtsp-transport", default=d.rtsp_transport, choices=["tcp", "udp"],
                    help="how rtsp:// cameras send their packets: tcp (through firewalls, no loss) or udp")
     p.add_argument("--recordings", type=Path, default=d.recordings,

@@ -17,6 +17,8 @@ SIGINT stops it with status 0.
 from __future__ import annotations
 
 import argparse
+import array
+import math
 import signal
 import sys
 import threading
@@ -33,6 +35,17 @@ from gi.repository import GLib, Gst, GstRtsp, GstRtspServer  # noqa: E402
 STAMP_ROWS = 16
 STAMP_CELLS = 64
 BLOCK = 48  # side of the moving square, in pixels
+# The sound: (rate, channels) of the sine pushed into its appsrc (timestamped on the pipeline's
+# running time, like the pictures; audiotestsrc would make the media seekable, and a live media that
+# says so fails the PLAY), then its encoder and payloader.
+AUDIO_BRANCHES = {
+    "none": (0, 0, ""),
+    "aac": (44100, 2, "audioconvert ! avenc_aac ! rtpmp4gpay name=pay1 pt=97"),
+    "pcma": (8000, 1, "alawenc ! rtppcmapay name=pay1"),
+    "pcmu": (8000, 1, "mulawenc ! rtppcmupay name=pay1"),
+    "opus": (48000, 2, "audioconvert ! opusenc ! rtpopuspay name=pay1 pt=98"),
+}
+AUDIO_BUFFER_S = 0.02
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -46,6 +59,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--profile", choices=("baseline", "main", "high"), default="high")
     parser.add_argument("--bframes", type=int, default=0, help="B-frames between references (>0: reordered)")
     parser.add_argument("--bitrate", type=int, default=1500, help="kbit/s")
+    parser.add_argument("--audio", choices=tuple(AUDIO_BRANCHES), default="none",
+                        help="a second track: a sine wave in AAC, G.711 (A-law, mu-law) or Opus")
+    parser.add_argument("--audio-freq", type=int, default=440, help="the sine's frequency, Hz")
     args = parser.parse_args(argv)
     width, _, height = args.size.partition("x")
     args.width, args.height = int(width), int(height)
@@ -103,6 +119,41 @@ class Painter:
         return bytes(luma) + self.chroma
 
 
+class SineFeeder(threading.Thread):
+    """Pushes a sine into the media's audio appsrc every 20 ms, stamped like the pictures."""
+
+    def __init__(self, appsrc: Gst.Element, freq: int, rate: int, channels: int) -> None:
+        super().__init__(name="camera-sine", daemon=True)
+        self.appsrc, self.freq, self.rate, self.channels = appsrc, freq, rate, channels
+        self.stopped = threading.Event()
+
+    def samples(self, first: int, count: int) -> bytes:
+        values = array.array("h", (int(9800 * math.sin(2 * math.pi * self.freq * (first + i) / self.rate))
+                                   for i in range(count) for _ in range(self.channels)))
+        return values.tobytes()
+
+    def run(self) -> None:
+        count = int(self.rate * AUDIO_BUFFER_S)
+        sent = 0
+        due = time.monotonic()
+        while not self.stopped.is_set():
+            delay = due - time.monotonic()
+            if delay > 0 and self.stopped.wait(delay):
+                break
+            due += AUDIO_BUFFER_S
+            clock = self.appsrc.get_clock()
+            if clock is None:
+                continue
+            buffer = Gst.Buffer.new_wrapped(self.samples(sent, count))
+            # The buffer's last sample is now: its first was captured 20 ms ago.
+            pts = clock.get_time() - self.appsrc.get_base_time() - int(AUDIO_BUFFER_S * Gst.SECOND)
+            buffer.pts, buffer.duration = max(0, pts), int(AUDIO_BUFFER_S * Gst.SECOND)
+            sent += count
+            result = self.appsrc.emit("push-buffer", buffer)
+            if result in (Gst.FlowReturn.FLUSHING, Gst.FlowReturn.EOS):
+                break
+
+
 class Feeder:
     """Pushes frames into one media's appsrc at the camera's own pace, from a thread, like a sensor."""
 
@@ -158,10 +209,16 @@ def launch_line(args: argparse.Namespace) -> str:
     # would turn a "high" request into constrained baseline.
     encoder = (f"x264enc tune=zerolatency speed-preset=superfast key-int-max={args.gop} "
                f"bframes={args.bframes} b-adapt=false bitrate={args.bitrate} threads=1 aud=false")
+    audio = ""
+    if args.audio != "none":
+        rate, channels, branch = AUDIO_BRANCHES[args.audio]
+        audio_caps = f"audio/x-raw,format=S16LE,layout=interleaved,rate={rate},channels={channels}"
+        audio = (f" appsrc name=asrc is-live=true format=time do-timestamp=false caps={audio_caps} "
+                 f"! queue max-size-buffers=10 leaky=downstream ! {branch}")
     return (f"( appsrc name=src is-live=true format=time do-timestamp=false caps={caps} "
             f"! queue max-size-buffers=2 leaky=downstream ! {encoder} "
             f"! video/x-h264,stream-format=avc,alignment=au,profile={args.profile} "
-            f"! rtph264pay name=pay0 pt=96 config-interval=0 )")
+            f"! rtph264pay name=pay0 pt=96 config-interval=0{audio} )")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -182,6 +239,12 @@ def main(argv: list[str] | None = None) -> int:
         feeders.append(feeder)
         media.connect("unprepared", lambda _media: feeder.stop())
         feeder.start()
+        audio_src = media.get_element().get_by_name("asrc")
+        if audio_src is not None:
+            rate, channels, _ = AUDIO_BRANCHES[args.audio]
+            sine = SineFeeder(audio_src, args.audio_freq, rate, channels)
+            media.connect("unprepared", lambda _media: sine.stopped.set())
+            sine.start()
 
     factory.connect("media-configure", on_media_configure)
 

@@ -80,8 +80,12 @@ class RtspCamera:
 
     def __init__(self, *, size: tuple[int, int] = (640, 480), fps: int = 30, gop: int = 120,
                  profile: str = "high", bframes: int = 0, bitrate: int = 1500, path: str = "/cam",
-                 host: str = "127.0.0.1", port: int = 0, wrap: Sequence[str] = ()) -> None:
+                 host: str = "127.0.0.1", port: int = 0, wrap: Sequence[str] = (), audio: str = "none",
+                 audio_freq: int = 440) -> None:
         self.size, self.fps, self.gop, self.profile, self.bframes = size, fps, gop, profile, bframes
+        # A second track (a sine of `audio_freq` Hz): none, aac, pcma, pcmu or opus. Changing it
+        # before restart() makes the camera come back with (or without) its sound.
+        self.audio, self.audio_freq = audio, audio_freq
         self.bitrate, self.host, self.port, self.wrap = bitrate, host, port, list(wrap)
         self.path = path if path.startswith("/") else "/" + path
         self.proc: subprocess.Popen[bytes] | None = None
@@ -109,7 +113,7 @@ class RtspCamera:
         return [*self.wrap, str(SYSTEM_PYTHON), str(SCRIPT), "--host", self.host, "--port", str(self.port),
                 "--path", self.path, "--size", f"{width}x{height}", "--fps", str(self.fps),
                 "--gop", str(self.gop), "--profile", self.profile, "--bframes", str(self.bframes),
-                "--bitrate", str(self.bitrate)]
+                "--bitrate", str(self.bitrate), "--audio", self.audio, "--audio-freq", str(self.audio_freq)]
 
     def log(self) -> str:
         """What every run of the camera wrote to stderr so far (GStreamer warnings, tracebacks)."""
@@ -176,7 +180,7 @@ class RtspCamera:
 class StartCamera(Protocol):
     def __call__(self, *, size: tuple[int, int] = ..., fps: int = ..., gop: int = ..., profile: str = ...,
                  bframes: int = ..., bitrate: int = ..., path: str = ..., host: str = ..., port: int = ...,
-                 wrap: Sequence[str] = ...) -> RtspCamera: ...
+                 wrap: Sequence[str] = ..., audio: str = ..., audio_freq: int = ...) -> RtspCamera: ...
 
 
 @pytest.fixture

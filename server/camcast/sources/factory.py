@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import cv2
 
+from camcast.sources.audio_stream import StreamAudio
 from camcast.sources.base import Source, SourceError
 from camcast.sources.http_source import HttpSource
 from camcast.sources.opencv_source import OpenCVSource
@@ -30,22 +31,23 @@ def may_pass_through(spec: str, stamp: bool, transcode: bool) -> bool:
 def make_source(spec: str, width: int, height: int, fps: float, stamp: bool, label: str = "", *,
                 flash: bool = False,
                 transcode: bool = False, pictures_wanted: Callable[[], bool] = lambda: True,
-                rtsp_transport: str = "tcp") -> Source:
+                rtsp_transport: str = "tcp", audio: StreamAudio | None = None) -> Source:
     """`label` names the camera on the test pattern (real cameras show what they see).
-    `pictures_wanted` says when a camera that encodes must be decoded too."""
+    `pictures_wanted` says when a camera that encodes must be decoded too; `audio` takes a stream's
+    own sound."""
     if spec == "testpattern":
         return TestPattern(width, height, fps, label, flash=flash)
     if spec.startswith("mjpeg:"):  # a UVC camera in its MJPG mode: its JPEGs as they are
         return UvcMjpegSource(spec.removeprefix("mjpeg:"), width, height, fps)
     if may_pass_through(spec, stamp, transcode):
         if spec.lower().startswith(("http://", "https://")):
-            return HttpSource(spec, fps, pictures_wanted)
+            return HttpSource(spec, fps, pictures_wanted, audio=audio)
         return StreamSource(spec, fps, passthrough=True, pictures_wanted=pictures_wanted,
-                            rtsp_transport=rtsp_transport)
+                            rtsp_transport=rtsp_transport, audio=audio)
     if transcode and not stamp and (is_stream_url(spec) or "://" not in spec) and not _is_device(spec):
         # Decoded with PyAV all the same (TCP or UDP as asked, no probing delay), then encoded.
         return StreamSource(spec, fps, passthrough=False, pictures_wanted=pictures_wanted,
-                            rtsp_transport=rtsp_transport)
+                            rtsp_transport=rtsp_transport, audio=audio)
     return OpenCVSource(spec, width, height, fps, stamp=stamp)
 
 

@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from camcast.sources.audio_stream import StreamAudio
 from camcast.sources.base import JpegImage, Source, VideoPacket
 from camcast.sources.mjpeg_http import HttpMjpegSource, NotJpegError
 from camcast.sources.stream_source import StreamSource
@@ -18,10 +19,12 @@ from camcast.sources.stream_source import StreamSource
 class HttpSource:
     stamps = False
 
-    def __init__(self, url: str, fps: float, pictures_wanted: Callable[[], bool]) -> None:
+    def __init__(self, url: str, fps: float, pictures_wanted: Callable[[], bool],
+                 audio: StreamAudio | None = None) -> None:
         self.url = url
         self._fps = fps
         self._pictures_wanted = pictures_wanted
+        self._audio = audio  # an MJPEG camera has no sound; a video stream may
         self._source: Source = HttpMjpegSource(url, fps)
         self.description = self._source.description
 
@@ -31,7 +34,7 @@ class HttpSource:
         except NotJpegError:
             self._source.close()
             self._source = StreamSource(self.url, self._fps, passthrough=True,
-                                        pictures_wanted=self._pictures_wanted)
+                                        pictures_wanted=self._pictures_wanted, audio=self._audio)
             self._source.open()
         self.description = self._source.description
 

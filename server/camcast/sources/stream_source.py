@@ -21,6 +21,7 @@ import numpy as np
 
 from camcast.frames import now_us
 from camcast.sources.annexb import AccessUnits, profile_level_id
+from camcast.sources.audio_stream import StreamAudio
 from camcast.sources.base import SourceError, VideoPacket
 
 log = logging.getLogger("camcast.source")
@@ -45,7 +46,7 @@ class StreamSource:
     stamps = False
 
     def __init__(self, spec: str, fps: float, passthrough: bool, pictures_wanted: Callable[[], bool],
-                 rtsp_transport: str = "tcp") -> None:
+                 rtsp_transport: str = "tcp", audio: StreamAudio | None = None) -> None:
         self.spec = spec
         self.description = spec
         self.fps = fps
@@ -59,6 +60,9 @@ class StreamSource:
         self.why_decoded = "" if passthrough else "transcode asked for"
         self._container: Any = None
         self._stream: Any = None
+        self._audio = audio  # the camera's sound, when it is to be the stream's own
+        self._audio_stream: Any = None
+        self._start_s = 0.0  # the video's start: both tracks' times count from it, so they stay in step
         self._packets: Any = None  # the demux iterator
         self._units: AccessUnits | None = None
         self._decoder: Any = None
@@ -100,7 +104,12 @@ class StreamSource:
             self.mode = "passthrough"
             self._units = AccessUnits(bytes(ctx.extradata) if ctx.extradata else None)
             self.profile = profile_level_id(self._units.parameter_sets)
-        self._packets = container.demux(stream)
+        self._audio_stream = None
+        if self._audio is not None:
+            self._audio_stream = container.streams.audio[0] if container.streams.audio else None
+            self._audio.opened(self._audio_stream)
+        self._start_s = float((stream.start_time or 0) * stream.time_base) if stream.time_base else 0.0
+        self._packets = self._demux()
         self._started = time.monotonic()
         self._opened_us = now_us()
         self._file_offset = 0.0
@@ -109,6 +118,10 @@ class StreamSource:
         self._gop = []
         self._base_us = None
         self.description = f"{self.spec} ({self.codec} {ctx.width}x{ctx.height}, {self.mode})"
+
+    def _demux(self) -> Any:
+        streams = [self._stream] + ([self._audio_stream] if self._audio_stream is not None else [])
+        return self._container.demux(*streams)
 
     def _decode_instead(self, why: str) -> None:
         if self.mode != "decode" or self.why_decoded != why:
@@ -123,6 +136,10 @@ class StreamSource:
             packet = self._next_packet()
             if packet is None:
                 return None
+            if self._audio_stream is not None and packet.stream_index == self._audio_stream.index:
+                if self._audio is not None and self._audio.listening:
+                    self._audio.take(packet, self._captured_us(packet))
+                continue
             if self.mode == "decode":
                 picture = self._decode(packet, keep_last_only=False)
                 if picture is not None:
@@ -166,14 +183,13 @@ class StreamSource:
     def _loop_file(self) -> None:
         self._file_offset = self._file_end
         self._container.seek(0)
-        self._packets = self._container.demux(self._stream)
+        self._packets = self._demux()
 
     def _seconds(self, packet: Any) -> float | None:
         pts = packet.pts if packet.pts is not None else packet.dts
         if pts is None or packet.time_base is None:
             return None
-        start = self._stream.start_time or 0
-        return float((pts - start) * packet.time_base) + self._file_offset
+        return float(pts * packet.time_base) - self._start_s + self._file_offset
 
     def _captured_us(self, packet: Any) -> int:
         """The stream's clock mapped to the capture clock (re-anchored when they part)."""
