@@ -174,3 +174,15 @@ def test_quick_passthrough_bench_writes_report(tmp_path: Path) -> None:
     # The server passed the camera's own packets on, and every peer, join and client got pictures.
     assert "the server's passthrough mode: ['passthrough']." in report
     assert "Errors (peer connects, joins, MJPEG clients, latency viewers): 0." in report
+
+
+def test_quick_avsync_bench_writes_report(tmp_path: Path) -> None:
+    report = _quick(tmp_path, "avsync", {"seconds": "3", "settle": "1"})
+    assert "## A/V sync: Chromium and recordings" in report
+    assert "| A/V offset in Chromium (beep heard vs flash displayed) |" in report
+    assert "| A/V offset in the recording (PyAV) |" in report
+    # Chromium heard beeps and saw flashes, and the recording held both: real figures, not blanks.
+    assert "(n=0" not in report and "| 1 | 0 |" not in report
+    assert "Page errors: 0." in report
+    for png in ("avsync_latency_cdf.png", "avsync_offset_cdf.png"):
+        assert (tmp_path / png).stat().st_size > 1000

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
@@ -22,6 +23,7 @@ class AudioPacketTrack(MediaStreamTrack):
         # Subscribed on the first recv(), once the connection is up: the encoder starts then.
         self._sub: Subscription[AudioPacket] | None = None
         self.packets_sent = 0
+        self.first_packet_at: float | None = None  # monotonic
 
     async def recv(self) -> Any:  # av.Packet
         if self.readyState != "live":
@@ -34,6 +36,8 @@ class AudioPacketTrack(MediaStreamTrack):
             self.stop()
             raise MediaStreamError from None
         self.packets_sent += 1
+        if self.first_packet_at is None:
+            self.first_packet_at = time.monotonic()
         return item.packet
 
     def stop(self) -> None:

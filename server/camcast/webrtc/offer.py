@@ -26,7 +26,7 @@ class OfferError(Exception):
 
 @dataclass(frozen=True)
 class OfferPlan:
-    codec: str  # "h264" or "vp8": which shared packet hub feeds this peer
+    codec: str | None  # "h264" or "vp8": which shared packet hub feeds this peer; None: sound only
 
 
 def parse_offer(text: str) -> sdp.SessionDescription:
@@ -72,10 +72,14 @@ def video_sections(description: sdp.SessionDescription) -> list[sdp.MediaDescrip
 
 
 def plan_offer(text: str, codec_setting: str) -> OfferPlan:
-    """Pick the codec for an offer, or raise OfferError (400: not SDP, 422: nothing we can send)."""
+    """Pick the codec for an offer, or raise OfferError (400: not SDP, 422: nothing we can send).
+    An offer with an audio m-line that takes Opus and no video m-line is for the sound alone."""
     videos = video_sections(parse_offer(text))
     if not videos:
-        raise OfferError(422, "the offer has no video m-line; add a recvonly video transceiver")
+        if offers_opus(text):
+            return OfferPlan(None)
+        raise OfferError(422, "the offer has no video m-line (nor an audio one that receives Opus); add a "
+                         "recvonly video transceiver")
     return OfferPlan(pick_codec(videos[0], codec_setting))
 
 

@@ -96,6 +96,8 @@ class Peer:
         self.pc = RTCPeerConnection(configuration)
         self.feeds: list[CameraFeed] = []
         self.audio_track: AudioPacketTrack | None = None
+        self.audio_camera: Camera | None = None  # whose sound the audio m-line carries
+        self._audio_sender: RTCRtpSender | None = None
         self._watching = False  # counted as a viewer: from connected until closed
         self.control = ControlChannel(peer_id, control, on_accepted=self._bookkeep) if control else None
         self._on_closed = on_closed
@@ -130,6 +132,15 @@ class Peer:
         """The offer's audio m-line carries `camera`'s sound (its one shared Opus encode)."""
         assert camera.audio is not None
         self.audio_track = AudioPacketTrack(camera.audio.packets)
+        self.audio_camera = camera
+        camera.sessions.add(self)  # an audio-only session is the camera's too (status, shutdown)
+
+    @property
+    def watched_cameras(self) -> list[Camera]:
+        """The cameras this session counts as a viewer of: its video m-lines', or the one it only
+        listens to."""
+        cameras = [f.camera for f in self.live_feeds if f.camera is not None]
+        return cameras or ([self.audio_camera] if self.audio_camera is not None else [])
 
     def rebridge(self, camera: Camera) -> None:
         """`camera`'s own packets stopped: its m-lines carry its pictures from the bridge."""
@@ -187,6 +198,7 @@ class Peer:
         if self.audio_track is not None:
             audio = pc.addTransceiver(self.audio_track, direction="sendonly")
             audio.setCodecPreferences(opus_preferences())
+            self._audio_sender = audio.sender
             ours.append(audio)
         if self.control is not None:
             pc.on("datachannel", self.control.adopt)
@@ -234,10 +246,10 @@ class Peer:
             log.debug("peer %s connected after %.0f ms", self.id, (self.connected_at - self.created) * 1000)
             # A viewer from here on: attempts that never connect are not counted.
             self._watching = True
-            for feed in self.live_feeds:
-                assert feed.camera is not None  # a live feed has its camera
-                who = f"{self.id} from {self.remote} ({self.via}, {feed.codec})"
-                feed.camera.viewers.join(VIEWER_KIND, who)
+            for camera in self.watched_cameras:
+                codec = next((f.codec for f in self.live_feeds if f.camera is camera), "audio only")
+                who = f"{self.id} from {self.remote} ({self.via}, {codec})"
+                camera.viewers.join(VIEWER_KIND, who)
         elif state in ("failed", "closed"):
             self._spawn(self.close(f"connection {state}"), f"close-{self.id}")
 
@@ -272,6 +284,8 @@ class Peer:
         silent = await self._report_silence()
         first_packets = [f.track.first_packet_at for f in self.live_feeds
                          if f.track is not None and f.track.first_packet_at is not None]
+        if self.audio_track is not None and self.audio_track.first_packet_at is not None:
+            first_packets.append(self.audio_track.first_packet_at)
         if silent is None and first_packets:
             # No report yet: every receiver sends them (RFC 3550), so count from the first packet.
             silent = time.monotonic() - min(first_packets)
@@ -282,9 +296,10 @@ class Peer:
     async def _report_silence(self) -> float | None:
         """Seconds since the remote's last RTCP receiver report; None before the first one."""
         last = []
-        for feed in self.live_feeds:
-            if feed.sender is not None:
-                stats = await feed.sender.getStats()
+        senders = [f.sender for f in self.live_feeds] + [self._audio_sender]
+        for sender in senders:
+            if sender is not None:
+                stats = await sender.getStats()
                 last += [s.timestamp for s in stats.values() if s.type == "remote-inbound-rtp"]
         if not last:
             return None
@@ -300,9 +315,8 @@ class Peer:
         self.close_reason = reason
         if self._watching:
             self._watching = False
-            for feed in self.live_feeds:
-                assert feed.camera is not None
-                feed.camera.viewers.leave(VIEWER_KIND, f"{self.id} from {self.remote} ({reason})")
+            for camera in self.watched_cameras:
+                camera.viewers.leave(VIEWER_KIND, f"{self.id} from {self.remote} ({reason})")
         else:  # never a viewer: still worth a line for whoever debugs a client that cannot connect
             log.info("webrtc session ended before connecting: %s from %s (%s)", self.id, self.remote,
                      reason)
@@ -328,6 +342,8 @@ class Peer:
         for feed in self.live_feeds:
             if feed.camera is not None:
                 feed.camera.sessions.discard(self)
+        if self.audio_camera is not None:
+            self.audio_camera.sessions.discard(self)
         self._closed.set()
         self._on_closed(self)
 

@@ -60,10 +60,17 @@ class PeerRegistry:
         self._admit()
         try:
             plan = plan_offer(offer_sdp, camera.settings.codec)
+            if plan.codec is None and (camera.audio is None or not camera.audio.available):
+                why = camera.audio.source.description if camera.audio is not None else "--audio none"
+                raise OfferError(400, f"camera {camera.name} has no sound ({why}): an offer with only an "
+                                 "audio m-line cannot be answered")
         except OfferError:
             self.rejected_offers += 1
             raise
         peer = self._new_peer(remote, via, camera)
+        if plan.codec is None:  # the sound alone
+            peer.add_audio(camera)
+            return await self._answer(peer, offer_sdp)
         # The camera's own profile is answered when offered. When it is not (Debian's Chromium offers
         # Main and High 4:4:4 but not High), its stream still goes out: the software decoders
         # browsers use follow the SPS, as go2rtc and MediaMTX rely on too.
@@ -71,7 +78,7 @@ class PeerRegistry:
         if plan.codec != "h264" or (profile is not None and not offers_h264_profile(offer_sdp, profile)):
             profile = None
         peer.add_camera(camera, plan.codec, rendition, h264_profile=profile)
-        if camera.audio is not None and offers_opus(offer_sdp):
+        if camera.audio is not None and camera.audio.available and offers_opus(offer_sdp):
             peer.add_audio(camera)
         return await self._answer(peer, offer_sdp)
 
