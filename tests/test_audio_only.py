@@ -73,14 +73,18 @@ async def test_a_stream_without_an_audio_track_refuses_an_audio_only_offer(
         start_rtsp_camera: StartCamera, start_server: Callable[..., ServerProcess],  # noqa: F811
         http: aiohttp.ClientSession, listeners: list[Listener]) -> None:
     camera = start_rtsp_camera(size=(160, 120), fps=15, gop=15)  # no audio track
-    server = start_server(source=camera.url)  # --audio auto: the stream's own, when it has some
-    await eventually(lambda: status(http, server), 15, "the stream opened without sound",
+    # --audio auto: the stream's own sound, when it has some (looked for at startup); --audio stream
+    # finds out when the source opens.
+    auto, explicit = start_server(source=camera.url), start_server("--audio", "stream", source=camera.url)
+    assert (await status(http, auto))["audio"] is None
+    await eventually(lambda: status(http, explicit), 15, "the stream opened without sound",
                      until=lambda s: s["audio"]["source"] == "stream (it has no audio track)")
-    listener = Listener(server.url)
-    listeners.append(listener)
-    with pytest.raises(OfferRejected) as refused:
-        await listener.connect(http, "whep")
-    assert refused.value.status == 400 and "no audio track" in refused.value.text
+    for server, why in ((auto, "--audio none"), (explicit, "no audio track")):
+        listener = Listener(server.url)
+        listeners.append(listener)
+        with pytest.raises(OfferRejected) as refused:
+            await listener.connect(http, "whep")
+        assert refused.value.status == 400 and why in refused.value.text
 
 
 async def test_an_offer_with_neither_video_nor_opus_is_422(server: ServerProcess,

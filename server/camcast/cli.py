@@ -23,6 +23,7 @@ from camcast.logsetup import setup_logging
 from camcast.recorder import FolderError, check_opencv_writer, prepare_folder
 from camcast.sources import SourceError, open_source_spec, resolve_source
 from camcast.sources.audio_alsa import check_alsa
+from camcast.sources.audio_stream import stream_has_audio
 from camcast.webrtc.compat import missing_internals
 
 log = logging.getLogger("camcast")
@@ -81,10 +82,20 @@ def _check_sources(config: Config) -> Config:
                 problem = check_alsa(camera.audio)
             if problem:
                 raise StartupError(f"{_where(config, camera)}--audio {camera.audio}: {problem}")
-        checked.append(dataclasses.replace(camera, source=spec))
+        checked.append(dataclasses.replace(camera, source=spec, audio=_resolved_audio(camera, spec)))
     first = checked[0]
     return dataclasses.replace(config, cameras=tuple(checked),
                                source=first.source if first.name == "default" else config.source)
+
+
+def _resolved_audio(camera: CameraConfig, spec: str) -> str:
+    """`auto` on a stream or a file without an audio track is no sound (recordings get none)."""
+    resolved = dataclasses.replace(camera, source=spec)
+    if camera.audio == "auto" and resolved.audio_source == "stream":
+        with _native_stderr_silenced():
+            if stream_has_audio(spec, camera.rtsp_transport) is False:
+                return "none"
+    return camera.audio
 
 
 def _check_recordings(config: Config) -> None:

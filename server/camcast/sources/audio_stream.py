@@ -19,6 +19,16 @@ from camcast.sources.audio_pcm import Deliver, Rechunker, describe_audio
 log = logging.getLogger("camcast.audio")
 
 
+def stream_has_audio(spec: str, rtsp_transport: str = "tcp") -> bool | None:
+    """Whether a stream or file has an audio track (None when it cannot be opened to tell)."""
+    options = {"rtsp_transport": rtsp_transport} if spec.lower().startswith(("rtsp://", "rtsps://")) else {}
+    try:
+        with av.open(spec, options=options, timeout=(10.0, 5.0)) as container:
+            return bool(container.streams.audio)
+    except (av.FFmpegError, OSError):
+        return None
+
+
 class StreamAudio:
     def __init__(self) -> None:
         self.format = ""  # "aac 44100 Hz stereo" once a stream with sound opened
