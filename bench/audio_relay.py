@@ -14,17 +14,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
-import signal
 import time
 
 import av
 from aiohttp import web
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCSessionDescription
 from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError
 
+from bench.baselines.example_server import loopback_ice, new_peer, serve_until_stopped
 from camcast.audio import AUDIO_TIME_BASE, FRAME_SAMPLES, FRAME_US, SAMPLE_RATE, tone
 
 
@@ -55,7 +54,6 @@ class ToneTrack(AudioStreamTrack):
         return frame
 
 
-PCS = web.AppKey("pcs", set[RTCPeerConnection])
 RELAY = web.AppKey("relay", MediaRelay)
 SOURCE = web.AppKey("source", ToneTrack)
 AUDIO = web.AppKey("audio", str)
@@ -63,15 +61,7 @@ AUDIO = web.AppKey("audio", str)
 
 async def offer(request: web.Request) -> web.Response:
     params = await request.json()
-    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    pcs = request.app[PCS]
-    pcs.add(pc)
-
-    @pc.on("connectionstatechange")
-    async def on_connectionstatechange() -> None:
-        if pc.connectionState in ("failed", "closed"):
-            await pc.close()
-            pcs.discard(pc)
+    pc = new_peer(request.app)
 
     await pc.setRemoteDescription(RTCSessionDescription(sdp=params["sdp"], type=params["type"]))
     if request.app[AUDIO] == "tone":
@@ -84,34 +74,18 @@ async def offer(request: web.Request) -> web.Response:
     return web.json_response({"sdp": pc.localDescription.sdp, "type": pc.localDescription.type})
 
 
-async def on_shutdown(app: web.Application) -> None:
-    pcs = app[PCS]
-    await asyncio.gather(*[pc.close() for pc in pcs], return_exceptions=True)
-    pcs.clear()
+async def stop_source(app: web.Application) -> None:
     app[SOURCE].stop()
 
 
 async def serve(args: argparse.Namespace) -> None:
     app = web.Application()
-    app[PCS] = set()
     app[RELAY] = MediaRelay()
     app[SOURCE] = ToneTrack()
     app[AUDIO] = args.audio
     app.router.add_post("/offer", offer)
-    app.on_shutdown.append(on_shutdown)
-    runner = web.AppRunner(app, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", args.port)
-    await site.start()
-    port = runner.addresses[0][1]
-    print(f"audio-relay: serving audio {args.audio} at http://127.0.0.1:{port}/", flush=True)
-    done = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, done.set)
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(done.wait(), args.max_seconds)  # stops by itself after that long
-    await runner.cleanup()
+    app.on_shutdown.append(stop_source)
+    await serve_until_stopped(app, args.port, f"audio-relay: serving audio {args.audio}", args.max_seconds)
 
 
 def main() -> None:
@@ -121,10 +95,7 @@ def main() -> None:
     parser.add_argument("--max-seconds", type=float, default=900.0, help="stop by itself after this long")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    import aioice.ice
-
-    # The example offers every interface; the bench keeps WebRTC on loopback.
-    aioice.ice.get_host_addresses = lambda use_ipv4=True, use_ipv6=True: ["127.0.0.1"] if use_ipv4 else []
+    loopback_ice()
     asyncio.run(serve(args))
 
 

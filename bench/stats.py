@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -38,3 +39,24 @@ class Spread:
         if spread and self.n > 1:
             text += f" ({self.low:.{digits}f}-{self.high:.{digits}f})"
         return text
+
+
+@dataclass
+class Repeats:
+    """One point's runs (dicts of measurements), summed up over the repeats."""
+
+    runs: list[dict[str, Any]]
+
+    def spread(self, key: str) -> Spread:
+        return Spread.of([r[key] for r in self.runs])
+
+    def spread_of(self, fn: Callable[[dict[str, Any]], float]) -> Spread:
+        return Spread.of([fn(r) for r in self.runs])
+
+    def latency(self, q: float) -> Spread:
+        """The q-th percentile of each run's `latency_ms`, over the runs."""
+        return self.spread_of(lambda r: percentile(r["latency_ms"], q))
+
+    def pooled(self, key: str) -> list[float]:
+        """Every run's values of `key` in one list (NaN left out)."""
+        return [x for r in self.runs for x in r[key] if x == x]

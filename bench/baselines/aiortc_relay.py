@@ -17,16 +17,16 @@ import asyncio
 import contextlib
 import fractions
 import logging
-import signal
 import threading
 
 import av
 import cv2
 from aiohttp import web
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamError, VideoStreamTrack
 
+from bench.baselines.example_server import loopback_ice, new_peer, serve_until_stopped
 from camcast.frames import now_us
 from camcast.sources.testpattern import TestPattern
 from camcast.stamp import write_stamp
@@ -79,7 +79,6 @@ class PatternTrack(VideoStreamTrack):
         self._halt.set()
 
 
-PCS = web.AppKey("pcs", set[RTCPeerConnection])
 RELAY = web.AppKey("relay", MediaRelay)
 SOURCE = web.AppKey("source", PatternTrack)
 CODEC = web.AppKey("codec", str)
@@ -96,16 +95,7 @@ def force_codec(pc: RTCPeerConnection, sender: RTCRtpSender, forced_codec: str) 
 async def offer(request: web.Request) -> web.Response:
     params = await request.json()
     description = RTCSessionDescription(sdp=params["sdp"], type=params["type"])
-    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    pcs = request.app[PCS]
-    pcs.add(pc)
-
-    @pc.on("connectionstatechange")
-    async def on_connectionstatechange() -> None:
-        if pc.connectionState in ("failed", "closed"):
-            await pc.close()
-            pcs.discard(pc)
-
+    pc = new_peer(request.app)
     video_sender = pc.addTrack(request.app[RELAY].subscribe(request.app[SOURCE]))
     force_codec(pc, video_sender, request.app[CODEC])
     await pc.setRemoteDescription(description)
@@ -113,35 +103,20 @@ async def offer(request: web.Request) -> web.Response:
     return web.json_response({"sdp": pc.localDescription.sdp, "type": pc.localDescription.type})
 
 
-async def on_shutdown(app: web.Application) -> None:
-    pcs = app[PCS]
-    await asyncio.gather(*[pc.close() for pc in pcs], return_exceptions=True)
-    pcs.clear()
+async def stop_source(app: web.Application) -> None:
     app[SOURCE].stop()
 
 
 async def serve(args: argparse.Namespace) -> None:
     width, height = (int(v) for v in args.size.lower().split("x"))
     app = web.Application()
-    app[PCS] = set()
     app[RELAY] = MediaRelay()
     app[SOURCE] = PatternTrack(width, height, args.fps)
     app[CODEC] = args.video_codec
     app.router.add_post("/offer", offer)
-    app.on_shutdown.append(on_shutdown)
-    runner = web.AppRunner(app, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", args.port)
-    await site.start()
-    port = runner.addresses[0][1]
-    print(f"aiortc-relay: serving {args.size}@{args.fps:g} at http://127.0.0.1:{port}/", flush=True)
-    done = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, done.set)
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(done.wait(), args.max_seconds)  # stops by itself after that long
-    await runner.cleanup()
+    app.on_shutdown.append(stop_source)
+    banner = f"aiortc-relay: serving {args.size}@{args.fps:g}"
+    await serve_until_stopped(app, args.port, banner, args.max_seconds)
 
 
 def main() -> None:
@@ -153,10 +128,7 @@ def main() -> None:
     parser.add_argument("--max-seconds", type=float, default=900.0, help="stop by itself after this long")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    import aioice.ice
-
-    # The example offers every interface; the bench keeps WebRTC on loopback.
-    aioice.ice.get_host_addresses = lambda use_ipv4=True, use_ipv6=True: ["127.0.0.1"] if use_ipv4 else []
+    loopback_ice()
     asyncio.run(serve(args))
 
 

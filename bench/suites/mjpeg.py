@@ -23,7 +23,7 @@ from bench.plots import Samples, Series, cdf_plot, line_plot
 from bench.report import Check, Figure, Section, Table
 from bench.runner import RunContext, Suite
 from bench.serverproc import ServerProcess, ServerSpec, WindowMeter, python_module
-from bench.stats import Spread, percentile
+from bench.stats import Repeats, percentile
 
 _READY = r"at http://127\.0\.0\.1:(\d+)/"
 _MB = 1024 * 1024
@@ -139,22 +139,10 @@ def measure(ctx: RunContext, s: MjpegSettings, point: Point, rep: int) -> dict[s
     }
 
 
-@dataclass
-class PointSummary:
-    point: Point
-    runs: list[dict[str, Any]]
-
-    def spread(self, key: str) -> Spread:
-        return Spread.of([r[key] for r in self.runs])
-
-    def spread_of(self, fn: Any) -> Spread:
-        return Spread.of([fn(r) for r in self.runs])
-
-    def latency(self, q: float) -> Spread:
-        return self.spread_of(lambda r: percentile(r["latency_ms"], q))
-
-    def pooled(self, key: str) -> list[float]:
-        return [x for r in self.runs for x in r[key] if x == x]
+class PointSummary(Repeats):
+    def __init__(self, point: Point, runs: list[dict[str, Any]]) -> None:
+        super().__init__(runs)
+        self.point = point
 
 
 def _ttff(p: PointSummary) -> str:
