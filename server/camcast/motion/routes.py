@@ -86,8 +86,7 @@ async def get_thumbnail(request: web.Request) -> web.Response:
 
 
 async def delete_event(request: web.Request) -> web.Response:
-    store = _store(request)
-    if store is None or not await store.delete(request.match_info["id"]):
+    if not await camera_of(request).motion.delete(request.match_info["id"]):
         raise web.HTTPNotFound(text="no such event\n")
     return web.Response(status=204, headers=_NO_STORE)
 

@@ -47,6 +47,7 @@ class MotionService:
         self._queue: asyncio.Queue[list[Delivery] | None] = asyncio.Queue()
         self._consumer: asyncio.Task[None] | None = None
         self._stop_recording: asyncio.Task[None] | None = None
+        self._deleted: set[str] = set()  # deleted while under way: not saved again
         control.add_greeter(self.greeting)
 
     @property
@@ -98,6 +99,21 @@ class MotionService:
         """A peer that joins during an event hears that it started."""
         return self.message("start", self.current) if self.current is not None else None
 
+    async def delete(self, event_id: str) -> bool:
+        """Delete a saved event; one under way is not saved again (it is still announced)."""
+        if self.store is None:
+            return False
+        if self.current is not None and self.current.id == event_id:
+            self._deleted.add(event_id)
+        return await self.store.delete(event_id)
+
+    async def _save(self, event: MotionEvent, thumbnail: bytes | None) -> None:
+        assert self.store is not None
+        if event.id not in self._deleted:
+            await self.store.save(event, thumbnail)
+        if event.end_us is not None:
+            self._deleted.discard(event.id)
+
     # -- transitions (on the loop) -----------------------------------------------------------------
     def _delivered(self, deliveries: list[Delivery]) -> None:
         self._queue.put_nowait(deliveries)
@@ -112,22 +128,21 @@ class MotionService:
                                   delivery.transition.id)
 
     async def _handle(self, delivery: Delivery) -> None:
-        assert self.store is not None
         t = delivery.transition
         stamp = now_us()
         if t.kind == "start":
             recording = await self._recording_for(t.start_us)
             event = MotionEvent(t.id, self.camera, t.start_us, None, t.peak, t.box, recording, stamp)
+            await self._save(event, delivery.thumbnail)  # saved before anyone hears of it
             self.current = event
             self.events_total += 1
             log.info("camera %s: motion event %s started (%.2f %% of the picture)", self.camera, t.id, t.peak)
-            await self.store.save(event, delivery.thumbnail)
             self._announce("start", event)
             return
         previous = self.current if self.current is not None and self.current.id == t.id else None
         recording = previous.recording if previous is not None else None
         event = MotionEvent(t.id, self.camera, t.start_us, t.end_us, t.peak, t.box, recording, stamp)
-        await self.store.save(event, delivery.thumbnail)
+        await self._save(event, delivery.thumbnail)
         if t.kind == "update":
             self.current = event
             return
