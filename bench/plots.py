@@ -57,7 +57,8 @@ def line_plot(path: Path, title: str, xlabel: str, ylabel: str, series: Sequence
 
 
 def cdf_plot(path: Path, title: str, xlabel: str, samples: Sequence[Samples],
-             vlines: Sequence[tuple[float, str]] = (), xmax: float | None = None) -> Path:
+             vlines: Sequence[tuple[float, str]] = (), xmax: float | None = None,
+             ylabel: str = "fraction of frames") -> Path:
     fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=110)
     for sample in samples:
         v = np.sort(np.asarray(sample.values, dtype=float))
@@ -71,7 +72,7 @@ def cdf_plot(path: Path, title: str, xlabel: str, samples: Sequence[Samples],
                 rotation=90, va="bottom")
     if xmax is not None:
         ax.set_xlim(0, xmax)
-    ax.set(title=title, xlabel=xlabel, ylabel="fraction of frames")
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()

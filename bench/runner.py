@@ -26,6 +26,7 @@ SUITE_NAMES: tuple[str, ...] = ("mjpeg", "webrtc", "recording", "browser", "soak
 SUITE_NAMES += ("whip",)  # needs root and Janus (tests/support/janus.py)
 SUITE_NAMES += ("audio",)  # the sound: one shared Opus encode vs aiortc's per-peer Opus
 SUITE_NAMES += ("avsync",)  # A/V offset in Chromium and in recordings
+SUITE_NAMES += ("motion",)  # the motion detector: accuracy on labelled clips, and its CPU
 
 C = TypeVar("C")
 P = TypeVar("P")
