@@ -170,9 +170,12 @@ class SharedAudio:
             except queue.Empty:
                 chunk = None
             if chunk is not None:
+                if next_us is not None and chunk.captured_us < next_us - RESYNC_US:
+                    self.chunks_dropped += 1  # its time already went out as silence: too late
+                    continue
                 if next_us is None or chunk.captured_us > next_us + RESYNC_US:
                     next_us = chunk.captured_us  # the first chunk, or a gap: the packets follow the clock
-                # else: continuous (or late, after silence covered its time): it goes next in line.
+                # else: continuous (timestamps jitter; the samples do not): it goes next in line.
                 self._encode(encoder, chunk.samples, next_us)
                 next_us += FRAME_US
                 continue
