@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -186,3 +187,33 @@ def test_quick_avsync_bench_writes_report(tmp_path: Path) -> None:
     assert "Page errors: 0." in report
     for png in ("avsync_latency_cdf.png", "avsync_offset_cdf.png"):
         assert (tmp_path / png).stat().st_size > 1000
+
+
+def test_quick_motion_bench_writes_report(tmp_path: Path) -> None:
+    # A few clips (4 objects, half a minute of noise and of light ramps, one light-switch clip) through
+    # the server's detector, beside one alternative setting; then a real server with and without --motion.
+    tiny = {"per_bucket": "1", "noise_hours": "0.005", "ramp_hours": "0.005", "clip_minutes": "0.3",
+            "switch_clips": "1", "switch_every": "6", "workers": "1", "variants": "start_after=0.2",
+            "window": "1", "settle": "1"}
+    cmd = [sys.executable, "-m", "bench", "--quick", "--only", "motion", "--quiet", "--out", str(tmp_path)]
+    for key, value in tiny.items():
+        cmd += ["--set", f"motion.{key}={value}"]
+    # About 30 s on a quiet machine; rendering the clips is CPU work, so a busy one needs longer.
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = (tmp_path / "report.md").read_text()
+    assert "## Motion detection: accuracy on labelled clips, and its cost" in report
+    assert "| recall, objects >= 1 % of the picture (server defaults) | >= 0.98 | " in report
+    assert "| false events per hour where nothing moves (noise-only and ramp-only video) | <= 1 | " in report
+    assert "| detection cost, one 640x480 @ 30 camera | <= 0.02 cores | +" in report
+    # Both settings ran every clip; the three object sizes >= 1 % were each labelled once.
+    assert "| defaults | " in report and "| start_after=0.2 | " in report
+    assert re.search(r"\| [01]\.\d{3} \([0-3] of 3 entries\) \|", report)
+    # The light-switch clip's 4 switches are counted apart from false events, whatever the detector did.
+    assert re.search(r"\| [0-4]/4(, \+\d+ other)? \| \d+ \|", report)
+    # The server with --motion said so in /api/status (the suite checks), and its detector thread was found.
+    assert "| 640x480 | on | " in report and "| 640x480 | off | " in report
+    assert "the detector thread alone" in report
+    for png in ("motion_recall.png", "motion_delay_cdf.png", "motion_cost.png"):
+        assert (tmp_path / png).stat().st_size > 1000
+        assert f"]({png})" in report
