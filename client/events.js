@@ -160,6 +160,7 @@ export class EventsTimeline {
   render() {
     const events = [...this.events.values()].sort((a, b) => b.startMs - a.startMs).slice(0, LIMIT);
     const shown = new Set(events.map((event) => event.id));
+    const atStart = this.list.scrollLeft < 8; // a strip looked at from its start shows a new event
     for (const [id, row] of this.rows) {
       if (shown.has(id)) continue;
       row.remove();
@@ -175,6 +176,7 @@ export class EventsTimeline {
       this.fill(row, event);
       if (this.list.children[index] !== row) this.list.insertBefore(row, this.list.children[index] || null);
     });
+    if (atStart && this.list.scrollLeft !== 0) this.list.scrollLeft = 0;
     if (this.clips.playing != null && !shown.has(this.clips.playing)) this.clips.close();
     this.count.textContent = events.length ? String(events.length) : "";
     this.showMessage(events.length ? "" : "No motion yet.");
