@@ -10,6 +10,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from camcast.audio import AudioPacket
 from camcast.hub import Hub, HubClosed, Subscription
+from camcast.webrtc.handout import Handouts
 
 QUEUE_PACKETS = 10  # 200 ms: a listener that falls further behind skips the oldest
 
@@ -23,6 +24,7 @@ class AudioPacketTrack(MediaStreamTrack):
         # Subscribed on the first recv(), once the connection is up: the encoder starts then.
         self._sub: Subscription[AudioPacket] | None = None
         self.packets_sent = 0
+        self.handouts = Handouts()  # for sender reports in capture time
         self.first_packet_at: float | None = None  # monotonic
 
     async def recv(self) -> Any:  # av.Packet
@@ -36,6 +38,7 @@ class AudioPacketTrack(MediaStreamTrack):
             self.stop()
             raise MediaStreamError from None
         self.packets_sent += 1
+        self.handouts.note(item.captured_us)
         if self.first_packet_at is None:
             self.first_packet_at = time.monotonic()
         return item.packet

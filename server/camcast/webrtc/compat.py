@@ -49,6 +49,7 @@ def missing_internals() -> list[str]:
         "RTCRtpSender._retransmit": hasattr(RTCRtpSender, "_retransmit"),
         "RTCRtpSender._send_keyframe": hasattr(RTCRtpSender, "_send_keyframe"),
         "RTCRtpSender._handle_rtcp_packet": hasattr(RTCRtpSender, "_handle_rtcp_packet"),
+        "RTCRtpSender._send_rtcp": hasattr(RTCRtpSender, "_send_rtcp"),
         "RTCRtpSender.__rtp_history": "_RTCRtpSender__rtp_history" in made_in_sender_init,
         "RTCRtpSender.__lsr": "_RTCRtpSender__lsr" in made_in_sender_init,
         "RTCSctpTransport._data_channel_receive": hasattr(RTCSctpTransport, "_data_channel_receive"),
@@ -106,6 +107,40 @@ def route_keyframe_requests(sender: RTCRtpSender, handler: Callable[[], None]) -
     """aiortc answers a PLI/FIR by asking its own encoder for a keyframe, a no-op for packet input:
     send them to `handler` instead."""
     sender._send_keyframe = handler  # type: ignore[method-assign]
+
+
+NTP_UNIX_OFFSET = 2_208_988_800  # s from 1900 (NTP's epoch) to 1970 (Unix's)
+
+
+def ntp_to_unix_us(ntp: int) -> int:
+    return ((ntp >> 32) - NTP_UNIX_OFFSET) * 1_000_000 + ((ntp & 0xFFFF_FFFF) * 1_000_000 >> 32)
+
+
+def unix_us_to_ntp(unix_us: int) -> int:
+    seconds, micros = divmod(unix_us, 1_000_000)
+    return ((seconds + NTP_UNIX_OFFSET) << 32) | ((micros << 32) // 1_000_000)
+
+
+def report_capture_times(sender: RTCRtpSender, captured_before: Callable[[int], int | None]) -> None:
+    """Sender reports that pair each RTP timestamp with its frame's capture time (from
+    `captured_before(send time, µs)`) instead of the time aiortc sent its last packet, so that a
+    browser's lip sync lines up sound and pictures captured together (see webrtc/handout.py)."""
+    original: Callable[..., Awaitable[None]] = sender._send_rtcp
+    ssrc = sender._ssrc
+
+    async def send(packets: list[Any]) -> None:
+        for packet in packets:
+            if isinstance(packet, RtcpSrPacket) and packet.ssrc == ssrc:
+                info = packet.sender_info
+                captured_us = captured_before(ntp_to_unix_us(info.ntp_timestamp))
+                if captured_us is not None and info.ntp_timestamp:
+                    info.ntp_timestamp = unix_us_to_ntp(captured_us)
+                    # The receiver echoes it as "last SR" in its reports: the round trip is
+                    # computed from this value.
+                    sender._RTCRtpSender__lsr = (info.ntp_timestamp >> 16) & 0xFFFF_FFFF
+        await original(packets)
+
+    sender._send_rtcp = send  # type: ignore[method-assign]
 
 
 def observe_rtcp(sender: RTCRtpSender, on_feedback: Callable[[Feedback], None]) -> None:

@@ -30,6 +30,7 @@ from camcast.webrtc.compat import (
     guard_sctp,
     h264_profile_codec,
     observe_rtcp,
+    report_capture_times,
     route_keyframe_requests,
 )
 from camcast.webrtc.offer import OfferError, codec_preferences, opus_preferences
@@ -191,6 +192,7 @@ class Peer:
             feed.sender = sender = transceiver.sender
             # PLI/FIR on this m-line go to its camera's shared encoder.
             route_keyframe_requests(sender, functools.partial(self._on_remote_keyframe_request, feed))
+            report_capture_times(sender, feed.track.handouts.captured_before)
             if feed.adaptation is not None:
                 observe_rtcp(sender, feed.adaptation.on_feedback)
                 feed.track.on_switched = Retransmissions(sender).forget_sent
@@ -199,6 +201,7 @@ class Peer:
             audio = pc.addTransceiver(self.audio_track, direction="sendonly")
             audio.setCodecPreferences(opus_preferences())
             self._audio_sender = audio.sender
+            report_capture_times(audio.sender, self.audio_track.handouts.captured_before)
             ours.append(audio)
         if self.control is not None:
             pc.on("datachannel", self.control.adopt)

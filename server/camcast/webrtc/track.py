@@ -27,6 +27,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from camcast.frames import EncodedPacket
 from camcast.hub import Hub, HubClosed, Subscription
+from camcast.webrtc.handout import Handouts
 
 QUEUE_FRAMES = 4  # about 130 ms at 30 fps: a peer that falls further behind skips to a keyframe
 KEYFRAME_RETRY = 0.25  # s: ask again while waiting (a request within the encoder's limit is refused)
@@ -63,6 +64,7 @@ class PacketTrack(MediaStreamTrack):
         self._target: int | None = None  # the rendition being switched to
         self._pending: Subscription[EncodedPacket] | None = None
         self._last_captured_us = -1
+        self.handouts = Handouts()  # for sender reports in capture time
         self.switches = 0
         self.on_switched: Callable[[], None] | None = None  # as a move's first packet is handed over
         self._on_sent = on_sent
@@ -269,6 +271,7 @@ class PacketTrack(MediaStreamTrack):
 
     def _sent(self, item: EncodedPacket) -> Any:
         self._last_captured_us = item.captured_us
+        self.handouts.note(item.captured_us)
         packet = item.packet
         size = packet.size
         self.frames_sent += 1

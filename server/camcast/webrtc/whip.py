@@ -30,7 +30,7 @@ from aiortc import (
     clock,
 )
 
-from camcast.webrtc.compat import h264_profile_codec, route_keyframe_requests
+from camcast.webrtc.compat import h264_profile_codec, report_capture_times, route_keyframe_requests
 from camcast.webrtc.offer import camera_profile, codec_preferences
 from camcast.webrtc.options import IceServerValues
 from camcast.webrtc.peer import camera_levels
@@ -165,6 +165,7 @@ class WhipPublisher:
             transceiver.setCodecPreferences(self._preferences())
             sender: RTCRtpSender = transceiver.sender
             route_keyframe_requests(sender, functools.partial(self._on_keyframe_request, track))
+            report_capture_times(sender, track.handouts.captured_before)
             ended = asyncio.Event()
 
             @pc.on("connectionstatechange")
