@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("camcast.motion")
 
 DEFAULT_PREROLL = 3.0  # s of pre-roll a motion recording gets when --preroll is 0
+RETENTION_EVERY = 600.0  # s between deletions of events older than the recordings' keep_days
 
 
 class MotionService:
@@ -48,6 +49,7 @@ class MotionService:
         self._consumer: asyncio.Task[None] | None = None
         self._stop_recording: asyncio.Task[None] | None = None
         self._deleted: set[str] = set()  # deleted while under way: not saved again
+        self._retention: asyncio.Task[None] | None = None
         control.add_greeter(self.greeting)
 
     @property
@@ -71,6 +73,10 @@ class MotionService:
             log.info("camera %s: %d motion event(s) left open by a crash ended at their last update",
                      self.camera, closed)
         self._consumer = asyncio.get_running_loop().create_task(self._consume(), name=f"motion-{self.camera}")
+        keep_days = self.recorder.settings.keep_days
+        if keep_days > 0:
+            self._retention = asyncio.get_running_loop().create_task(
+                self._retention_loop(keep_days), name=f"motion-retention-{self.camera}")
         self.worker.start()
 
     async def stop(self) -> None:
@@ -84,7 +90,25 @@ class MotionService:
                 await self._consumer
         if self._stop_recording is not None:
             self._stop_recording.cancel()
+        if self._retention is not None:
+            self._retention.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retention
         await self.store.close()
+
+    async def _retention_loop(self, keep_days: float) -> None:
+        """Events go with the recordings' age limit (`keep_days`), checked now and then."""
+        assert self.store is not None
+        while True:
+            try:
+                deleted = await self.store.prune(now_us() - int(keep_days * 86_400e6))
+            except Exception as exc:  # a locked or broken file must not end the camera
+                log.warning("camera %s: motion event retention failed: %s", self.camera, exc)
+            else:
+                if deleted:
+                    log.info("camera %s: %d motion event(s) older than %g days deleted", self.camera,
+                             deleted, keep_days)
+            await asyncio.sleep(RETENTION_EVERY)
 
     # -- state -----------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:

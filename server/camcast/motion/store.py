@@ -7,6 +7,7 @@ disk. A thumbnail is a JPEG blob in its event's row, so deleting an event delete
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +39,7 @@ _COLUMNS = "id, camera, start_us, end_us, peak, box, recording_name, recording_o
 
 class EventStore:
     def __init__(self, folder: Path) -> None:
+        self.folder = folder
         self.path = folder / FILE_NAME
         self._executor: ThreadPoolExecutor | None = None
         self._db: sqlite3.Connection | None = None
@@ -71,6 +73,10 @@ class EventStore:
 
     async def delete(self, event_id: str) -> bool:
         return await self._run(self._delete, event_id)
+
+    async def prune(self, ended_before_us: int) -> int:
+        """Delete the events that ended before `ended_before_us` (retention); how many."""
+        return await self._run(self._prune, ended_before_us)
 
     # -- on the worker thread ----------------------------------------------------------------------
     async def _run(self, function: Any, *args: Any) -> Any:
@@ -112,7 +118,7 @@ class EventStore:
 
     def _get(self, event_id: str) -> MotionEvent | None:
         row = self._conn().execute(f"SELECT {_COLUMNS} FROM events WHERE id = ?", (event_id,)).fetchone()
-        return _event(row) if row else None
+        return self._event(row) if row else None
 
     def _listing(self, since_us: int | None, limit: int) -> list[MotionEvent]:
         if since_us is None:
@@ -122,7 +128,7 @@ class EventStore:
             rows = self._conn().execute(
                 f"SELECT {_COLUMNS} FROM events WHERE end_us IS NULL OR end_us >= ? OR start_us >= ? "
                 "ORDER BY start_us DESC LIMIT ?", (since_us, since_us, limit)).fetchall()
-        return [_event(row) for row in rows]
+        return [self._event(row) for row in rows]
 
     def _thumbnail(self, event_id: str) -> bytes | None:
         row = self._conn().execute("SELECT thumbnail FROM events WHERE id = ?", (event_id,)).fetchone()
@@ -131,6 +137,18 @@ class EventStore:
     def _delete(self, event_id: str) -> bool:
         with self._conn() as db:
             return db.execute("DELETE FROM events WHERE id = ?", (event_id,)).rowcount > 0
+
+    def _prune(self, ended_before_us: int) -> int:
+        with self._conn() as db:
+            return int(db.execute("DELETE FROM events WHERE end_us IS NOT NULL AND end_us < ?",
+                                  (ended_before_us,)).rowcount)
+
+    def _event(self, row: tuple[Any, ...]) -> MotionEvent:
+        event = _event(row)
+        if event.recording is not None and not (self.folder / event.recording.name).exists():
+            # Deleted (by hand or by retention): the event keeps its thumbnail, not a dead link.
+            event = dataclasses.replace(event, recording=None)
+        return event
 
 
 def _event(row: tuple[Any, ...]) -> MotionEvent:
