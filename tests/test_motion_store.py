@@ -55,3 +55,27 @@ async def test_prune_deletes_events_that_ended_before_the_limit_only(tmp_path: P
         assert {e.id for e in await again.listing(None, 10)} >= {"0000000b"}
     finally:
         await again.close()
+
+
+async def test_an_unreadable_file_is_set_aside_and_a_new_one_started(tmp_path: Path) -> None:
+    (tmp_path / "events.sqlite3").write_bytes(b"half a copy " * 500)
+    store = EventStore(tmp_path)
+    await store.open()
+    try:
+        await store.save(event("0000000d", now_us() - 5_000_000, now_us()))
+        assert [e.id for e in await store.listing(None, 10)] == ["0000000d"]
+    finally:
+        await store.close()
+    aside = [p for p in tmp_path.iterdir() if p.name.startswith("events.sqlite3.unreadable-")]
+    assert len(aside) == 1 and aside[0].read_bytes().startswith(b"half a copy")
+
+
+async def test_a_file_that_cannot_be_opened_keeps_events_in_memory(tmp_path: Path) -> None:
+    (tmp_path / "events.sqlite3").mkdir()  # e.g. a read-only or locked place
+    store = EventStore(tmp_path)
+    await store.open()
+    try:
+        await store.save(event("0000000e", now_us() - 5_000_000, now_us()))
+        assert [e.id for e in await store.listing(None, 10)] == ["0000000e"]
+    finally:
+        await store.close()

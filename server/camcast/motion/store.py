@@ -7,14 +7,19 @@ disk. A thumbnail is a JPEG blob in its event's row, so deleting an event delete
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
+import logging
 import sqlite3
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
 from camcast.motion.model import EventRecording, MotionEvent
+
+log = logging.getLogger("camcast.motion")
 
 FILE_NAME = "events.sqlite3"
 T = TypeVar("T")
@@ -85,10 +90,30 @@ class EventStore:
         return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
 
     def _open(self) -> int:
-        db = sqlite3.connect(self.path, check_same_thread=False)
-        db.executescript(_SCHEMA)
-        with db:
-            closed = db.execute("UPDATE events SET end_us = updated_us WHERE end_us IS NULL").rowcount
+        try:
+            return self._connect(self.path)
+        except sqlite3.OperationalError as exc:  # locked, read-only, no space left
+            log.error("%s cannot be opened (%s): motion events are kept in memory only until a restart",
+                      self.path, exc)
+            return self._connect(":memory:")
+        except sqlite3.DatabaseError as exc:
+            # Not a database any more (a half-copied file, a disk that filled up): set it aside,
+            # where it can still be looked at, and start a new one rather than lose detection.
+            aside = self.path.with_name(f"{self.path.name}.unreadable-{int(time.time())}")
+            log.warning("%s cannot be read (%s): moved to %s; starting a new one", self.path, exc, aside.name)
+            with contextlib.suppress(OSError):
+                self.path.rename(aside)
+            return self._connect(self.path)
+
+    def _connect(self, path: Path | str) -> int:
+        db = sqlite3.connect(path, check_same_thread=False)
+        try:
+            db.executescript(_SCHEMA)
+            with db:
+                closed = db.execute("UPDATE events SET end_us = updated_us WHERE end_us IS NULL").rowcount
+        except BaseException:
+            db.close()
+            raise
         self._db = db
         return closed
 

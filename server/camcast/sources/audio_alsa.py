@@ -65,8 +65,11 @@ class AlsaSource:
         return f"{self.spec} ({self.format}, {self.state})" if self.format else f"{self.spec} ({self.state})"
 
     def start(self, deliver: Deliver) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, args=(deliver,), name="camcast-alsa", daemon=True)
+        # Each run has its own stop flag: a read hung past stop() must not come back to life with
+        # the next run (two readers on one device).
+        self._stop = stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(deliver, stop), name="camcast-alsa",
+                                        daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
@@ -76,38 +79,38 @@ class AlsaSource:
             self._thread = None
         self.state = "idle"
 
-    def _run(self, deliver: Deliver) -> None:
+    def _run(self, deliver: Deliver, stop: threading.Event) -> None:
         name_native_thread()
         failures = 0
-        while not self._stop.is_set():
+        while not stop.is_set():
             try:
                 container = open_device(self.device)
             except (av.FFmpegError, OSError) as exc:
                 self.state = f"reconnecting: {exc}"
                 if failures == 0:
                     log.warning("%s: cannot open: %s; retrying with backoff", self.spec, exc)
-                self._stop.wait(BACKOFF_SECONDS[min(failures, len(BACKOFF_SECONDS) - 1)])
+                stop.wait(BACKOFF_SECONDS[min(failures, len(BACKOFF_SECONDS) - 1)])
                 failures += 1
                 continue
             failures = 0
-            reason = self._capture(container, deliver)
+            reason = self._capture(container, deliver, stop)
             container.close()
-            if self._stop.is_set():
+            if stop.is_set():
                 return
             self.reconnects += 1
             self.state = f"reconnecting: {reason}"
             log.warning("%s: capture stopped: %s; reopening", self.spec, reason)
-            self._stop.wait(BACKOFF_SECONDS[0])
+            stop.wait(BACKOFF_SECONDS[0])
             failures = 1
 
-    def _capture(self, container: Any, deliver: Deliver) -> str:
+    def _capture(self, container: Any, deliver: Deliver, stop: threading.Event) -> str:
         stream = container.streams.audio[0]
         self.format = describe_audio(stream.codec_context)
         self.state = "capturing"
         rechunker = Rechunker(deliver)
         try:
             for packet in container.demux(stream):
-                if self._stop.is_set():
+                if stop.is_set():
                     return "stopped"
                 for frame in packet.decode():
                     # Read as soon as the period is complete: its first sample is a period old.

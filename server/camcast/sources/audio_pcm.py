@@ -73,10 +73,17 @@ class Rechunker:
 
     def push(self, frame: Any, captured_us: int) -> None:
         """A decoded av.AudioFrame whose first sample was captured at `captured_us`."""
+        frame.pts = None  # stamped here, from the capture clock; the resampler need not follow
         if self._resampler is None:
             self._resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
-        frame.pts = None  # stamped here, from the capture clock; the resampler need not follow
-        for out in self._resampler.resample(frame):
+        try:
+            resampled = self._resampler.resample(frame)
+        except ValueError:
+            # The rate or channel layout changed mid-stream (an AAC camera switching its
+            # configuration): a resampler is set up for one input format, so start a new one.
+            self._resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+            resampled = self._resampler.resample(frame)
+        for out in resampled:
             self.push_samples(out.to_ndarray().reshape(-1), captured_us)
             captured_us += out.samples * 1_000_000 // SAMPLE_RATE
 
