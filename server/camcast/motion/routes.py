@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import math
+import re
 from datetime import datetime
 
 from aiohttp import web
@@ -28,7 +29,9 @@ def parse_since(text: str) -> int:
         seconds = float(text)
     except ValueError:
         try:
-            moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+            # A "+01:00" zone arrives as " 01:00" when the query was not percent-encoded.
+            zoned = re.sub(r" (\d\d:?\d\d)$", r"+\1", text)
+            moment = datetime.fromisoformat(zoned.replace("Z", "+00:00").replace("z", "+00:00"))
         except ValueError:
             raise ValueError("since: expected ISO 8601 (e.g. 2024-05-01T12:00:00Z) or epoch "
                              "seconds") from None

@@ -214,7 +214,9 @@ class MotionService:
         # A recording someone started (or took over by pressing record) is theirs to stop.
         if self.current is None and self.recorder.recording and self.recorder.started_by_motion:
             log.info("camera %s: motion recording stops (post-roll over)", self.camera)
-            await self.recorder.stop()
+            # Shielded: a new event (or shutdown) cancelling this task mid-stop must not leave the
+            # file unfinished or the viewers' REC badge on.
+            await asyncio.shield(self.recorder.stop())
 
 
 def with_default_preroll(preroll: float, motion_record: bool, recorder: str) -> float:

@@ -457,7 +457,9 @@ class Recorder:
         run.need_key = False
         run.segment_start_us = item.captured_us
         run.writer.open(self.feed.job(item))
-        run.audio_next_us = item.captured_us
+        # Sound up to the previous frame's nominal end may be in the old file already (this frame
+        # came sooner): never twice.
+        run.audio_next_us = max(run.audio_next_us, item.captured_us)
         self._picture_written(run, item)
 
     def _picture_written(self, run: _Run, item: Any) -> None:
