@@ -15,6 +15,7 @@ stops and starts again makes them stretch and catch up.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
@@ -78,6 +79,7 @@ class SharedAudio:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._stopper: asyncio.TimerHandle | None = None
+        self._closing = False
         self._chunks: queue.Queue[PcmChunk] = queue.Queue(QUEUE_CHUNKS)
         self.starts = 0
         self.packets_encoded = 0
@@ -103,6 +105,7 @@ class SharedAudio:
         self._loop = asyncio.get_running_loop()
 
     async def close(self) -> None:
+        self._closing = True
         if self._stopper is not None:
             self._stopper.cancel()
         await asyncio.get_running_loop().run_in_executor(None, self._join)
@@ -161,6 +164,23 @@ class SharedAudio:
             self._encode_chunks(encoder)
         finally:
             self.source.stop()
+            self._ended()
+
+    def _ended(self) -> None:
+        """From the encoder thread as it ends: a listener that came while it was winding down
+        (it still counted as running then) gets a new one."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop is closing
+                loop.call_soon_threadsafe(self._restart_if_wanted)
+
+    def _restart_if_wanted(self) -> None:
+        if self._closing or self.packets.subscriber_count == 0 or self._loop is None:
+            return
+        if self.running:  # the thread is returning from _run right now
+            self._loop.call_later(0.02, self._restart_if_wanted)
+            return
+        self._on_listeners(self.packets.subscriber_count)
 
     def _encode_chunks(self, encoder: Any) -> None:
         next_us: int | None = None  # where the next packet starts: packets never overlap or go back
