@@ -50,11 +50,15 @@ async def ended_events(http: aiohttp.ClientSession, server: ServerProcess) -> li
 
 
 @contextlib.asynccontextmanager
-async def webhook_receiver() -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
+async def webhook_receiver(refuse_first_end: bool = False) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
+    """Every POST it gets; `refuse_first_end`: the first "end" is answered 503 (to be tried again)."""
     received: list[dict[str, Any]] = []
 
     async def hook(request: web.Request) -> web.Response:
-        received.append(await request.json())
+        message = await request.json()
+        received.append(message)
+        if refuse_first_end and message["state"] == "end" and sum(m["state"] == "end" for m in received) == 1:
+            return web.Response(status=503)
         return web.Response(status=204)
 
     app = web.Application()
@@ -340,3 +344,25 @@ def test_tracker_needs_persistent_motion() -> None:
     [end] = tracker.feed(MotionSample(0.0, None), 1_800_000)
     assert end.kind == "end" and end.end_us == 800_000
 
+
+
+async def test_an_event_open_at_shutdown_ends_and_its_webhook_says_so(start_server, tmp_path: Path,
+                                                                     http: aiohttp.ClientSession) -> None:
+    video = make_video(tmp_path / "busy.mp4", 12, [Crossing(1.0 + 4 * k) for k in range(3)])
+    async with webhook_receiver(refuse_first_end=True) as (hook_url, hooks):
+        server = start_server("--source", str(video), "--motion", "--adapt", "off", "--webhook", hook_url)
+
+        async def under_way() -> dict[str, Any] | None:
+            status = await get_json(http, server.url + "api/status")
+            return status["motion"]["event"]
+
+        event = await eventually(under_way, 30, "an event under way")
+        def announced(state: str) -> bool:
+            return any(h["state"] == state and h["event"]["id"] == event["id"] for h in hooks)
+
+        await eventually(lambda: announced("start"), 10, "the start's webhook")
+        # In a thread: the receiver lives on this event loop and must answer meanwhile.
+        assert (await asyncio.to_thread(server.terminate))[0] == 0
+    # Refused once, it was tried again before the server let go of it.
+    ends = [h for h in hooks if h["state"] == "end" and h["event"]["id"] == event["id"]]
+    assert len(ends) == 2 and ends[0]["event"]["end"] is not None, hooks

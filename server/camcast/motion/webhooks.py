@@ -27,6 +27,7 @@ TIMEOUT = 5.0  # s per POST
 MAX_TRIES = 5
 FIRST_BACKOFF = 1.0  # s, doubling
 QUEUE_SIZE = 100  # messages per target
+DRAIN_SECONDS = 3.0  # at shutdown, how long the last messages (an event's end) may take to go out
 
 
 def shown(url: str) -> str:
@@ -41,6 +42,8 @@ class WebhookTarget:
         self.backoff = backoff
         self._queue: deque[Message] = deque()
         self._ready = asyncio.Event()
+        self._idle = asyncio.Event()  # nothing queued nor being delivered
+        self._idle.set()
         self.sent = 0
         self.failed = 0  # messages given up after MAX_TRIES
         self.dropped = 0  # messages dropped because the queue was full
@@ -52,6 +55,7 @@ class WebhookTarget:
             log.warning("webhook %s is behind: dropped its oldest message (%d dropped)", shown(self.url),
                         self.dropped)
         self._queue.append(message)
+        self._idle.clear()
         self._ready.set()
 
     async def run(self, session: aiohttp.ClientSession) -> None:
@@ -60,6 +64,14 @@ class WebhookTarget:
             while self._queue:
                 await self._deliver(session, self._queue.popleft())
             self._ready.clear()
+            self._idle.set()
+
+    async def drained(self) -> None:
+        await self._idle.wait()
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue) + (0 if self._idle.is_set() else 1)
 
     async def _deliver(self, session: aiohttp.ClientSession, message: Message) -> None:
         wait = self.backoff
@@ -106,6 +118,14 @@ class Webhooks:
             try:
                 yield
             finally:
+                # The cameras have stopped: their last messages (an open event's end) go out first.
+                targets = list(self.targets.values())
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.gather(*(t.drained() for t in targets)), DRAIN_SECONDS)
+                for target in targets:
+                    if target.pending:
+                        log.warning("webhook %s: %d message(s) not sent before shutdown", shown(target.url),
+                                    target.pending)
                 for task in tasks:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
