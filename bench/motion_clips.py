@@ -297,16 +297,17 @@ def object_clips(per_bucket: int, per_clip: int, seed: int, gap: float = 12.0,
     return clips
 
 
-def empty_clips(kind: str, hours: float, clip_minutes: float, seed: int) -> list[Clip]:
+def empty_clips(kind: str, hours: float, clip_minutes: float, seed: int,
+                levels: tuple[float, ...] = NOISE_LEVELS) -> list[Clip]:
     """Clips with nothing moving: "noise" (sensor noise and JPEG only) or "ramp" (plus slow light
-    swings of +-30 % over 20-60 s), `hours` in all, cycling through the noise levels."""
+    swings of +-30 % over 20-60 s), `hours` in all, cycling through the noise `levels`."""
     rng = np.random.default_rng(seed)
     count = max(1, round(hours * 60.0 / clip_minutes))
     out = []
     for c in range(count):
         ramp = kind == "ramp"
         out.append(Clip(f"{kind}-{c:02d}", kind, int(rng.integers(0, 2**31)), duration=clip_minutes * 60.0,
-                        noise=NOISE_LEVELS[c % len(NOISE_LEVELS)], jpeg_quality=int(rng.integers(30, 71)),
+                        noise=levels[c % len(levels)], jpeg_quality=int(rng.integers(30, 71)),
                         ramp_amplitude=0.3 if ramp else 0.0,
                         ramp_period=float(rng.uniform(20, 60)) if ramp else 0.0))
     return out

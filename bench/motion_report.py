@@ -192,6 +192,21 @@ def _breakdown(score: VariantScore) -> Table:
         "the object and without it, over the object (bench.motion_clips.contrasts).")
 
 
+def _quiet_by_noise(results: Sequence[dict[str, Any]], variants: list[Variant]) -> Table:
+    """False events where nothing moves, per sensor noise level (noise-only and ramp clips together)."""
+    levels = sorted({r["clip"].noise for r in results if r["clip"].kind in ("noise", "ramp")})
+    rows = []
+    for v in variants:
+        row = [v.name]
+        for level in levels:
+            chosen = [r for r in results if r["clip"].kind in ("noise", "ramp") and r["clip"].noise == level]
+            hours = sum(r["clip"].duration for r in chosen) / 3600.0
+            row.append(f"{sum(len(r['events'][v.name]) for r in chosen)} in {hours:.2f} h")
+        rows.append(row)
+    return Table("False events where nothing moves, by sensor noise", ["settings", *[
+        f"noise sigma {level:g}" for level in levels]], rows)
+
+
 def _misses(score: VariantScore) -> Table:
     rows = [[m.clip, m.kind, f"{m.area_pct:.2f}", m.speed, f"{m.noise:g}", "yes" if m.ramp else "no",
              f"{m.contrast:.1f}"] for m in score.segments if not m.detected]
@@ -262,14 +277,18 @@ def build_section(ctx: RunContext, s: MotionBenchSettings, intro: str, variants:
             "already open then). Delay: from the moment half of the object is inside the picture; over "
             "entries of objects >= 1 % that opened an event of their own. Settings other than the defaults: "
             f"{'; '.join(f'`{v.name}`' for v in variants[1:]) or 'none'}."))
-        section.tables += [_breakdown(defaults), _misses(defaults)] if defaults else []
-        for sc in scores[1:]:
-            section.tables.append(_misses(sc))
+        section.tables.append(_quiet_by_noise(results, variants))
+        if defaults is not None and defaults.segments:
+            section.tables += [_breakdown(defaults), *[_misses(sc) for sc in scores]]
     if cost:
         section.tables.append(_cost_table(cost, s))
     section.figures = _figures(ctx, scores, cost, s)
     section.notes = _notes(s, results, cost, loads, defaults)
     return section
+
+
+def _levels(values: Sequence[float]) -> str:
+    return ", ".join(f"{v:g}" for v in values)
 
 
 def _notes(s: MotionBenchSettings, results: list[dict[str, Any]], cost: list[dict[str, Any]],
@@ -283,7 +302,8 @@ def _notes(s: MotionBenchSettings, results: list[dict[str, Any]], cost: list[dic
         notes.append(
             "Clips: " + ", ".join(f"{k} {v:.2f} h" for k, v in kinds.items())
             + f"; {passes} object passes ({s.per_bucket} per size bucket, seed {s.seed}). 640x480 frames: a "
-            "textured static scene, Gaussian sensor noise (sigma 2, 5 or 10 levels), a JPEG round trip at "
+            f"textured static scene, Gaussian sensor noise (sigma {_levels(NOISE_LEVELS)} levels; where "
+            f"nothing moves {_levels(s.quiet_noise)}), a JPEG round trip at "
             "quality 30-70; objects are textured ellipses (0.6-2.2 times as tall as wide) entering from an "
             f"edge at three speeds (crossing in {', '.join(f'{v:g}' for v in SPEEDS.values())} s), a quarter "
             "stopping for 10-20 s on their way; half the object clips and all ramp clips swing the light "

@@ -33,6 +33,7 @@ class MotionBenchSettings:
     switch_clips: int = 4  # nothing moving: a light switched on and off 4 times each
     switch_every: float = 30.0  # seconds between switches
     clip_minutes: float = 10.0
+    quiet_noise: tuple[float, ...] = (2.0, 5.0, 10.0)  # sensor noise sigmas of the noise and ramp clips
     seed: int = 14
     workers: int = 2  # processes rendering and detecting clips
     # Settings beside the server's defaults, `;`-separated: a more sensitive threshold (13 grey levels
@@ -64,8 +65,8 @@ QUICK = MotionBenchSettings(per_bucket=4, per_clip=4, variants="", noise_hours=0
 
 def clips_of(s: MotionBenchSettings) -> list[Clip]:
     return (object_clips(s.per_bucket, s.per_clip, s.seed)
-            + empty_clips("noise", s.noise_hours, s.clip_minutes, s.seed + 1)
-            + empty_clips("ramp", s.ramp_hours, s.clip_minutes, s.seed + 2)
+            + empty_clips("noise", s.noise_hours, s.clip_minutes, s.seed + 1, s.quiet_noise)
+            + empty_clips("ramp", s.ramp_hours, s.clip_minutes, s.seed + 2, s.quiet_noise)
             + switch_clips(s.switch_clips, s.seed + 3, s.switch_every))
 
 
