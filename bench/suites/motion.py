@@ -38,7 +38,8 @@ class MotionBenchSettings:
     workers: int = 2  # processes rendering and detecting clips
     # Settings beside the server's defaults, `;`-separated: a more sensitive threshold (13 grey levels
     # instead of 25), and that with events starting after 0.2 s or at the first moving sample.
-    variants: str = "sensitivity=0.8;sensitivity=0.8,start_after=0.2;sensitivity=0.8,start_after=0"
+    # Beside the defaults (sensitivity 0.8, start_after 0): the first defaults, and a start 0.2 s later.
+    variants: str = "sensitivity=0.5,start_after=0.3;start_after=0.2"
     accuracy: bool = True
     cost: bool = True
     sizes: tuple[str, ...] = ("640x480", "1920x1080")

@@ -48,7 +48,7 @@ class CameraConfig:
     motion_record: bool = False  # a motion event records (with pre-roll) until its end + post-roll
     motion_fps: float = 5.0  # samples per second the detector looks at
     motion_width: int = 160  # width of the grayscale copy it looks at
-    motion_sensitivity: float = 0.5  # 0..1
+    motion_sensitivity: float = 0.8  # 0..1
     motion_min_area: float = 0.5  # percent of the picture that must move
     motion_masks: tuple[tuple[float, float, float, float], ...] = ()  # (x, y, w, h) fractions to ignore
     motion_quiet: float = 5.0  # s without motion before an event ends

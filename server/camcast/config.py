@@ -130,7 +130,7 @@ class Config:
     motion_record: bool = False
     motion_fps: float = 5.0
     motion_width: int = 160
-    motion_sensitivity: float = 0.5
+    motion_sensitivity: float = 0.8
     motion_min_area: float = 0.5
     motion_masks: tuple[tuple[float, float, float, float], ...] = ()
     motion_quiet: float = 5.0

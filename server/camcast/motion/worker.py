@@ -23,6 +23,7 @@ from camcast.frames import Frame, now_us
 from camcast.hub import Hub, HubClosed, Subscription
 from camcast.motion.detector import MotionDetector, MotionSample, MotionSettings, to_small_gray
 from camcast.motion.events import EventTracker, Transition
+from camcast.threadname import name_native_thread
 
 log = logging.getLogger("camcast.motion")
 
@@ -108,6 +109,7 @@ class MotionWorker:
 
     # -- the thread -------------------------------------------------------------------------------
     def _run(self) -> None:
+        name_native_thread()  # ps and /proc show which thread this is
         period = 1.0 / self.settings.fps
         due = time.monotonic()
         last_seq = -1
