@@ -76,6 +76,8 @@ async def test_publishes_through_janus_and_again_after_janus_crashes(bed: JanusB
 
         watched = await bed.side.acall(watch_room_blocking, 30)
         assert watched.frames >= 30 and watched.size == (640, 480)
+        # The test pattern's tone went along (one Opus m-line): about 50 packets a second.
+        assert watched.audio_frames >= 20, watched.audio_frames
         # camcast's own pictures: the stamps are recent capture times, in order.
         now_us = time.time() * 1e6
         assert all(abs(now_us - stamp) < 10e6 for stamp in watched.stamps), watched.stamps[:3]

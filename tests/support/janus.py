@@ -313,6 +313,7 @@ class Watched:
     stamps: list[int] = field(default_factory=list)  # capture times read from the pictures, µs
     first_frame_after: float | None = None  # s from the join request to the first decoded frame
     size: tuple[int, int] | None = None
+    audio_frames: int = 0  # decoded from the publisher's Opus m-line, while the frames were read
 
 
 class JanusError(AssertionError):
@@ -366,7 +367,21 @@ async def watch_room(frames: int, timeout: float = 20.0) -> Watched:
         offer = await _offer_of(session, session_url, 10.0)
         pc = RTCPeerConnection()
         got: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        pc.on("track", lambda track: got.done() or got.set_result(track))
+        listening: list[asyncio.Task[None]] = []
+
+        async def listen(track: Any) -> None:
+            with contextlib.suppress(Exception):
+                while True:
+                    await track.recv()
+                    watched.audio_frames += 1
+
+        def on_track(track: Any) -> None:
+            if track.kind == "audio":
+                listening.append(asyncio.ensure_future(listen(track)))
+            elif not got.done():
+                got.set_result(track)
+
+        pc.on("track", on_track)
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer["sdp"], type="offer"))
             await pc.setLocalDescription(await pc.createAnswer())
@@ -383,6 +398,8 @@ async def watch_room(frames: int, timeout: float = 20.0) -> Watched:
                 watched.stamps.append(read_stamp(image))
                 watched.frames += 1
         finally:
+            for task in listening:
+                task.cancel()
             await pc.close()
             with contextlib.suppress(Exception):
                 await _janus(session, session_url, {"janus": "destroy"})

@@ -2,9 +2,10 @@
 
 A publisher is a WebRTC peer that sends: one sendonly video m-line with the camera's top H.264
 rendition, the same shared encode (or the camera's own H.264) that local viewers get, so no
-extra encode. It offers, POSTs the offer as application/sdp (following 307/308), takes the
-201's answer and Location, and publishes until the session fails or the SFU goes silent; then it
-publishes again with backoff (1 s doubling to 30 s). On stop it DELETEs the resource.
+extra encode, and when the camera has sound one sendonly Opus m-line with its one shared encode.
+It offers, POSTs the offer as application/sdp (following 307/308), takes the 201's answer and
+Location, and publishes until the session fails or the SFU goes silent; then it publishes again
+with backoff (1 s doubling to 30 s). On stop it DELETEs the resource.
 
 A publisher runs in its own task and never touches the camera's viewers: a failing target costs
 the camera nothing but the attempt.
@@ -30,8 +31,9 @@ from aiortc import (
     clock,
 )
 
+from camcast.webrtc.audiotrack import AudioPacketTrack
 from camcast.webrtc.compat import h264_profile_codec, report_capture_times, route_keyframe_requests
-from camcast.webrtc.offer import camera_profile, codec_preferences
+from camcast.webrtc.offer import camera_profile, codec_preferences, opus_preferences
 from camcast.webrtc.options import IceServerValues
 from camcast.webrtc.peer import camera_levels
 from camcast.webrtc.track import PacketTrack
@@ -156,6 +158,7 @@ class WhipPublisher:
         """Publish once, until it ends (PublishError says why); cleans up whatever happens."""
         pc: RTCPeerConnection | None = None
         track: PacketTrack | None = None
+        audio: AudioPacketTrack | None = None
         try:
             servers = await self._ice_servers_of(http) or self._ice_servers()
             pc = RTCPeerConnection(RTCConfiguration(iceServers=[
@@ -166,6 +169,7 @@ class WhipPublisher:
             sender: RTCRtpSender = transceiver.sender
             route_keyframe_requests(sender, functools.partial(self._on_keyframe_request, track))
             report_capture_times(sender, track.handouts.captured_before)
+            audio = self._add_sound(pc)
             ended = asyncio.Event()
 
             @pc.on("connectionstatechange")
@@ -188,6 +192,8 @@ class WhipPublisher:
             await self._until_gone(pc, sender, track, ended)
         finally:
             self.publishing_since = None
+            if audio is not None:
+                audio.stop()
             if track is not None:
                 track.stop()
                 self._bytes_before += track.bytes_sent
@@ -205,6 +211,17 @@ class WhipPublisher:
         levels, start, warmup = camera_levels(camera, "h264", camera.ladder[0].name)
         track = PacketTrack(levels, start=start, warmup=warmup)
         self._track = track
+        return track
+
+    def _add_sound(self, pc: RTCPeerConnection) -> AudioPacketTrack | None:
+        """A sendonly Opus m-line with the camera's one shared encode, when it has sound."""
+        sound = self.camera.audio
+        if sound is None or not sound.available:
+            return None
+        track = AudioPacketTrack(sound.packets)
+        transceiver = pc.addTransceiver(track, direction="sendonly")
+        transceiver.setCodecPreferences(opus_preferences())
+        report_capture_times(transceiver.sender, track.handouts.captured_before)
         return track
 
     def _preferences(self) -> list[Any]:
