@@ -29,9 +29,10 @@ def support_janus() -> Any:
 
 def camcast_in(namespace: str, size: str, fps: int, recordings: str, *extra: str) -> ServerSpec:
     """camcast on the stamped test pattern inside the namespace: HTTP on its 127.0.0.1, ICE on the
-    veth's address (`ip netns exec` execs, so the pid measured is camcast's)."""
+    veth's address (`ip netns exec` execs, so the pid measured is camcast's). Without sound: the
+    publisher is weighed against a local peer that receives pictures only."""
     argv = ("ip", "netns", "exec", namespace, *python_module(
-        "camcast", "--source", "testpattern", "--host", "127.0.0.1", "--port", "0",
+        "camcast", "--source", "testpattern", "--audio", "none", "--host", "127.0.0.1", "--port", "0",
         "--ice-address", support_janus().ADDRESS, "--size", size, "--fps", str(fps),
         "--recordings", recordings, "--log-level", "info", *extra))
     return ServerSpec("camcast", argv, CAMCAST_READY)
