@@ -22,7 +22,6 @@ from typing import Any
 
 import aiohttp
 import av
-import numpy as np
 import pytest
 from aiohttp.test_utils import TestServer
 
@@ -32,12 +31,10 @@ from camcast.config import Config
 from camcast.frames import now_us
 from camcast.recorder import prepare_folder
 from camcast.stamp import read_stamp
+from support.avfile import av_offsets, beep_onsets, flashes
 from support.browser import open_page
 from support.server import launch
 from support.waiting import eventually
-
-FLASH = 64  # px: the test pattern's white block, bottom-right
-BEEP_THRESHOLD = 0.05  # of full scale: the tone is at 0.25, Opus's noise in the silence far below
 
 
 @contextlib.asynccontextmanager
@@ -95,48 +92,10 @@ def stream_extents(path: Path) -> dict[str, tuple[float, float]]:
     return extents
 
 
-def beep_onsets(path: Path) -> list[float]:
-    """File time (s) of each beep's first sample above the threshold after at least 0.5 s quiet
-    (a beep already sounding when the sound starts has no onset in the file)."""
-    onsets: list[float] = []
-    last_loud: float | None = None
-    with av.open(str(path)) as container:
-        for frame in container.decode(container.streams.audio[0]):
-            if last_loud is None:
-                last_loud = float(frame.pts * frame.time_base)
-            samples = frame.to_ndarray().reshape(-1)
-            loud = np.nonzero(np.abs(samples) > BEEP_THRESHOLD)[0]
-            if not len(loud):
-                continue
-            start = float(frame.pts * frame.time_base)
-            times = start + loud / frame.sample_rate
-            if times[0] - last_loud > 0.5:
-                onsets.append(float(times[0]))
-            last_loud = float(times[-1])
-    return onsets
-
-
-def flashes(path: Path) -> list[tuple[float, int]]:
-    """(file time in s, capture stamp in µs) of each frame whose bottom-right block is white."""
-    found = []
-    with av.open(str(path)) as container:
-        for frame in container.decode(container.streams.video[0]):
-            gray = frame.to_ndarray(format="gray")
-            if gray[-FLASH + 8:-8, -FLASH + 8:-8].mean() > 200:
-                found.append((float(frame.time), read_stamp(gray)))
-    return found
-
-
 def av_errors(path: Path) -> list[float]:
-    """Per flash paired with a beep: the beep's onset minus the flash frame's file time, less how
-    late after the whole second that frame was captured (the pattern's part, at most a frame
-    interval): what is left is the recording's own A/V offset (s)."""
-    onsets, flashed = beep_onsets(path), flashes(path)
-    errors = []
-    for time, stamp in flashed:
-        near = [t for t in onsets if abs(t - time) < 0.5]
-        if near:  # none: a flash at the very start of the sound
-            errors.append(near[0] - time + (stamp % 1_000_000) / 1e6)
+    """Per flash paired with a beep: the recording's own A/V offset (s; support.avfile)."""
+    onsets = beep_onsets(path)
+    errors = av_offsets(path, onsets)
     print(f"{path.name}: beeps at", [round(t, 3) for t in onsets], "A/V offsets (ms):",
           [round(e * 1000, 1) for e in errors])
     return errors

@@ -170,8 +170,9 @@ CAMERA_FIELDS = tuple(f.name for f in fields(CameraConfig) if f.name != "name")
 CAMERA_KEYS = frozenset(CAMERA_FIELDS) - {"width", "height"} | {"size"}
 
 
-def check_publish_url(url: str, label: str) -> None:
-    """A WHIP endpoint: an http(s) URL with a host. Raises ConfigError naming `label`."""
+def check_http_url(url: str, label: str, expected: str) -> None:
+    """An http(s) URL with a host, or ConfigError naming `label` and what was `expected` (shown
+    without credentials or query: they may hold a secret)."""
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError for a bad port
@@ -180,20 +181,17 @@ def check_publish_url(url: str, label: str) -> None:
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname \
             or any(c.isspace() or not c.isprintable() for c in url):
         shown = parts._replace(netloc=parts.hostname or "", query="").geturl() if parts else "that URL"
-        raise ConfigError(f"{label} {shown}: expected a WHIP endpoint URL, http(s)://HOST[:PORT]/PATH")
+        raise ConfigError(f"{label} {shown}: expected {expected}")
+
+
+def check_publish_url(url: str, label: str) -> None:
+    """A WHIP endpoint."""
+    check_http_url(url, label, "a WHIP endpoint URL, http(s)://HOST[:PORT]/PATH")
 
 
 def check_webhook_url(url: str, label: str) -> None:
-    """A webhook: an http(s) URL with a host. Raises ConfigError naming `label`."""
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError for a bad port
-    except ValueError:
-        parts = None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname \
-            or any(c.isspace() or not c.isprintable() for c in url):
-        shown = parts._replace(netloc=parts.hostname or "", query="").geturl() if parts else "that URL"
-        raise ConfigError(f"{label} {shown}: expected an http(s)://HOST[:PORT]/PATH URL")
+    """A webhook."""
+    check_http_url(url, label, "an http(s)://HOST[:PORT]/PATH URL")
 
 
 def device_of(source: str) -> str | None:
