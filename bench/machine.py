@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import psutil
@@ -71,3 +72,24 @@ class BusyMeter:
         used.sort(reverse=True)
         return [f"{name} ({cpu / self.seconds:.2f})" for cpu, name in used[:count]
                 if self.seconds > 0 and cpu / self.seconds >= 0.05]
+
+
+def wait_for_quiet(log: Callable[[str], None], max_wait: float, sample: float, cores_limit: float) -> float:
+    """Wait (at most `max_wait` s, sampling every `sample` s) until the machine uses at most
+    `cores_limit` cores while nothing of the bench runs; returns the seconds waited."""
+    started = time.monotonic()
+    cores = 0.0
+    while time.monotonic() - started < max_wait:
+        busy = BusyMeter()
+        busy.begin()
+        time.sleep(sample)
+        cores = busy.end()
+        if cores <= cores_limit:
+            break
+        if time.monotonic() - started < 2 * sample:
+            log(f"  waiting for a quieter machine: {cores:.2f} cores busy "
+                f"({', '.join(busy.top_others(set())) or '-'})")
+    waited = time.monotonic() - started
+    if waited > 2 * sample:
+        log(f"  waited {waited:.0f} s; the machine is {cores:.2f} cores busy")
+    return waited

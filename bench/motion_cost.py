@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
-from bench.machine import BusyMeter, camcast_spec, load_average
+from bench.machine import BusyMeter, camcast_spec, load_average, wait_for_quiet
 from bench.runner import RunContext
 from bench.serverproc import ServerProcess, WindowMeter
 
@@ -112,23 +112,6 @@ def measure(ctx: RunContext, point: CostPoint, fps: float, settle: float, window
     }
 
 
-def wait_quiet(ctx: RunContext, s: MotionBenchSettings) -> float:
-    """Seconds waited (at most quiet_max_wait) for the rest of the machine to use at most quiet_cores."""
-    started = time.monotonic()
-    cores = 0.0
-    while time.monotonic() - started < s.quiet_max_wait:
-        busy = BusyMeter()
-        busy.begin()
-        time.sleep(s.quiet_sample)
-        cores = busy.end()
-        if cores <= s.quiet_cores:
-            break
-    waited = time.monotonic() - started
-    if waited > 2 * s.quiet_sample:
-        ctx.log(f"  waited {waited:.0f} s for a quieter machine; {cores:.2f} cores busy")
-    return waited
-
-
 def disturbed(result: dict[str, Any], s: MotionBenchSettings) -> str:
     """Why a run's CPU is not comparable, or "": the camera fell behind, or others took the cores."""
     if result["capture_fps"] < s.min_capture_share * s.fps:
@@ -143,7 +126,7 @@ def measure_settled(ctx: RunContext, s: MotionBenchSettings, point: CostPoint, r
     The last attempt is kept either way, with the reasons of the attempts before it."""
     reasons: list[str] = []
     for attempt in range(s.retries + 1):
-        waited = wait_quiet(ctx, s)
+        waited = wait_for_quiet(ctx.log, s.quiet_max_wait, s.quiet_sample, s.quiet_cores)
         result = measure(ctx, point, s.fps, s.settle, s.window, rep, attempt)
         result["quiet_wait_s"] = waited
         reason = disturbed(result, s)

@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -299,36 +299,44 @@ class Endpoint:
                 self.stamps.append(read_stamp(frame.to_ndarray(format="bgr24")))
 
 
-async def test_redirect_token_link_servers_and_delete(start_server: Any, loopback_ice: None) -> None:
-    loop = asyncio.get_running_loop()
-    stun_transport, recorder = await loop.create_datagram_endpoint(StunRecorder, local_addr=("127.0.0.1", 0))
-    endpoint = Endpoint(stun_transport.get_extra_info("sockname")[1])
+@contextlib.asynccontextmanager
+async def serving(endpoint: Endpoint) -> AsyncIterator[int]:
+    """The endpoint on 127.0.0.1 (its port), its receiving peers closed afterwards."""
     runner = web.AppRunner(endpoint.app())
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:
-        server = start_server("--publish", f"http://127.0.0.1:{port}/old",
-                              env={"CAMCAST_PUBLISH_TOKEN": TOKEN})
-        status = await eventually(lambda: server.status()["publish"][0], 15, "publishing",
-                                  until=lambda s: s["state"] == "publishing")
-        assert status["url"] == f"http://127.0.0.1:{port}/old"
-        await eventually(lambda: len(endpoint.stamps) >= 30, 15, "30 frames at the endpoint")
-        assert abs(time.time() * 1e6 - endpoint.stamps[-1]) < 5e6
-        # The redirect was followed with the token and the SDP; the Link header's STUN server was used.
-        assert endpoint.posts == [{"authorization": f"Bearer {TOKEN}", "content_type": "application/sdp"}]
-        assert endpoint.options == 1 and recorder.requests >= 1
-        # In a thread: the endpoint lives on this event loop and must answer the DELETE meanwhile.
-        assert (await asyncio.to_thread(server.terminate))[0] == 0
-        assert endpoint.deletes == [f"1 Bearer {TOKEN}"]
-        assert TOKEN not in server.log() and TOKEN not in server.stdout()
+        yield runner.addresses[0][1]
     finally:
         for task in endpoint.tasks:
             task.cancel()
         for pc in endpoint.peers:
             await pc.close()
         await runner.cleanup()
+
+
+async def test_redirect_token_link_servers_and_delete(start_server: Any, loopback_ice: None) -> None:
+    loop = asyncio.get_running_loop()
+    stun_transport, recorder = await loop.create_datagram_endpoint(StunRecorder, local_addr=("127.0.0.1", 0))
+    endpoint = Endpoint(stun_transport.get_extra_info("sockname")[1])
+    try:
+        async with serving(endpoint) as port:
+            server = start_server("--publish", f"http://127.0.0.1:{port}/old",
+                                  env={"CAMCAST_PUBLISH_TOKEN": TOKEN})
+            status = await eventually(lambda: server.status()["publish"][0], 15, "publishing",
+                                      until=lambda s: s["state"] == "publishing")
+            assert status["url"] == f"http://127.0.0.1:{port}/old"
+            await eventually(lambda: len(endpoint.stamps) >= 30, 15, "30 frames at the endpoint")
+            assert abs(time.time() * 1e6 - endpoint.stamps[-1]) < 5e6
+            # The redirect was followed with the token and the SDP; the Link header's STUN server was used.
+            assert endpoint.posts == [{"authorization": f"Bearer {TOKEN}", "content_type": "application/sdp"}]
+            assert endpoint.options == 1 and recorder.requests >= 1
+            # In a thread: the endpoint lives on this event loop and must answer the DELETE meanwhile.
+            assert (await asyncio.to_thread(server.terminate))[0] == 0
+            assert endpoint.deletes == [f"1 Bearer {TOKEN}"]
+            assert TOKEN not in server.log() and TOKEN not in server.stdout()
+    finally:
         stun_transport.close()
 
 
@@ -339,24 +347,15 @@ async def test_the_publisher_uses_our_turn_server_when_the_endpoint_names_none(
     secret = "whip-turn-secret-41c9"
     turn = start_coturn(tmp_path / "coturn", "127.0.0.1", secret)
     endpoint = Endpoint(None)
-    runner = web.AppRunner(endpoint.app())
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:
-        server = start_server("--publish", f"http://127.0.0.1:{port}/whip", "--publish-token", TOKEN,
-                              "--ice-server", f"turn:127.0.0.1:{turn.port}", "--turn-secret", secret)
-        await eventually(lambda: server.status()["publish"][0], 15, "publishing",
-                         until=lambda s: s["state"] == "publishing")
-        relayed = [line for line in endpoint.offers[0].splitlines()
-                   if line.startswith("a=candidate:") and " typ relay" in line]
-        assert relayed and all(" 127.0.0.1 " in line for line in relayed), endpoint.offers[0]
-        await eventually(lambda: len(endpoint.stamps) >= 10, 15, "frames at the endpoint")
+        async with serving(endpoint) as port:
+            server = start_server("--publish", f"http://127.0.0.1:{port}/whip", "--publish-token", TOKEN,
+                                  "--ice-server", f"turn:127.0.0.1:{turn.port}", "--turn-secret", secret)
+            await eventually(lambda: server.status()["publish"][0], 15, "publishing",
+                             until=lambda s: s["state"] == "publishing")
+            relayed = [line for line in endpoint.offers[0].splitlines()
+                       if line.startswith("a=candidate:") and " typ relay" in line]
+            assert relayed and all(" 127.0.0.1 " in line for line in relayed), endpoint.offers[0]
+            await eventually(lambda: len(endpoint.stamps) >= 10, 15, "frames at the endpoint")
     finally:
-        for task in endpoint.tasks:
-            task.cancel()
-        for pc in endpoint.peers:
-            await pc.close()
-        await runner.cleanup()
         turn.stop()

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.cameras_server import ThreadCpu
-from bench.machine import CAMCAST_READY, BusyMeter, load_average
+from bench.machine import CAMCAST_READY, BusyMeter, load_average, wait_for_quiet
 from bench.renditions_load import RenditionLoad
 from bench.renditions_report import build_section
 from bench.report import Section
@@ -253,32 +253,12 @@ def _disturbed(result: dict[str, Any], s: RenditionsSettings) -> bool:
     return bool(behind or result["other_cores"] > s.max_other_cores)
 
 
-def _wait_quiet(ctx: RunContext, s: RenditionsSettings) -> float:
-    """Seconds waited for the rest of the machine to calm down (nothing of ours runs now)."""
-    started = time.monotonic()
-    cores = 0.0
-    while time.monotonic() - started < s.quiet_max_wait:
-        busy = BusyMeter()
-        busy.begin()
-        time.sleep(s.quiet_sample)
-        cores = busy.end()
-        if cores <= s.quiet_cores:
-            break
-        if time.monotonic() - started < 2 * s.quiet_sample:
-            ctx.log(f"  waiting for a quieter machine: {cores:.2f} cores busy "
-                    f"({', '.join(busy.top_others(set())) or '-'})")
-    waited = time.monotonic() - started
-    if waited > 2 * s.quiet_sample:
-        ctx.log(f"  waited {waited:.0f} s; the machine is {cores:.2f} cores busy")
-    return waited
-
-
 def _run_point(ctx: RunContext, s: RenditionsSettings, camera: Camera, point: str,
                rep: int) -> dict[str, Any]:
     """Measure; run again (up to `retries` times) when the rest of the machine took too much CPU."""
     disturbed = []
     for attempt in range(s.retries + 1):
-        waited = _wait_quiet(ctx, s)
+        waited = wait_for_quiet(ctx.log, s.quiet_max_wait, s.quiet_sample, s.quiet_cores)
         result = measure(ctx, s, camera, point, rep, attempt)
         result["quiet_wait_s"] = waited
         result["disturbed"] = _disturbed(result, s)
