@@ -20,6 +20,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from bench.workerpool import end_process
+
 READY_TIMEOUT = 30.0
 IDR = 5  # H.264 NAL unit type of an IDR slice
 
@@ -171,10 +173,4 @@ class DirectViewer:
     def close(self, wait: float = 10.0) -> None:
         self._stop.set()
         self._go.set()
-        self._proc.join(wait)
-        if self._proc.is_alive():
-            self._proc.terminate()
-            self._proc.join(5)
-        if self._proc.is_alive():
-            self._proc.kill()
-            self._proc.join(5)
+        end_process(self._proc, wait)

@@ -31,6 +31,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import urljoin
 
+from bench.workerpool import end_process
+
 READY_TIMEOUT = 60.0
 
 
@@ -355,10 +357,4 @@ class Probe:
         self._stop.set()
         if not self._begun:
             self._inbox.put(None)  # never started: it leaves at once
-        self._proc.join(wait)
-        if self._proc.is_alive():
-            self._proc.terminate()
-            self._proc.join(5)
-        if self._proc.is_alive():
-            self._proc.kill()
-            self._proc.join(5)
+        end_process(self._proc, wait)

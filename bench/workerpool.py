@@ -135,3 +135,13 @@ class WorkerPool:
             if proc.is_alive():
                 proc.kill()
                 proc.join(5)
+
+
+def end_process(proc: Any, wait: float) -> None:
+    """Give a worker process `wait` s to leave by itself, then terminate it, then kill it."""
+    proc.join(wait)
+    for stop in (proc.terminate, proc.kill):
+        if not proc.is_alive():
+            return
+        stop()
+        proc.join(5)
